@@ -1,0 +1,13 @@
+"""mmbake: BAKE self-distillation as a plugin for mmpretrain.
+
+Importing the package registers every mmbake type into mmpretrain's
+registries (``mmpretrain.registry.MODELS`` and ``DATA_SAMPLERS``), so that
+configs with ``default_scope='mmpretrain'`` find them after
+``custom_imports=dict(imports=['mmbake'])``.
+"""
+from . import compat  # noqa: F401  (applies the narrow compatibility fixes)
+from .datasets import *  # noqa: F401,F403
+from .models import *  # noqa: F401,F403
+from .version import __version__, version_info
+
+__all__ = ['__version__', 'version_info']

@@ -1,0 +1,88 @@
+"""Run a function in real torch.distributed (gloo) worker processes.
+
+Each worker initialises gloo, runs the function, sends back its result,
+then ends with ``destroy_process_group()`` and ``os._exit(0)``: on torch
+2.13/2.14 a plain interpreter exit aborts about one gloo run in 40
+(docs/compatibility.md). Every run has a hard timeout, so a hang fails the
+test instead of stalling CI.
+"""
+import os
+import socket
+import traceback
+from typing import Any, Callable, List
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, fn: Callable,
+            args: tuple, queue) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                      RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    try:
+        dist.init_process_group('gloo', rank=rank, world_size=world_size)
+        queue.put((rank, 'ok', fn(rank, world_size, *args)))
+    except BaseException:  # noqa: B902 - report every failure to the parent
+        queue.put((rank, 'error', traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        os._exit(0)
+
+
+def run_distributed(fn: Callable, world_size: int, *args,
+                    timeout: float = 120.0) -> List[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` gloo ranks.
+
+    Args:
+        fn (Callable): A module-level (picklable) function.
+        world_size (int): Number of processes.
+        *args: Extra picklable arguments for ``fn``.
+        timeout (float): Seconds before the run counts as hung.
+
+    Returns:
+        list: The return values, indexed by rank.
+
+    Raises:
+        AssertionError: If a worker failed, or the run did not finish in
+            time (the workers are then killed).
+    """
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [
+        ctx.Process(target=_worker,
+                    args=(rank, world_size, port, fn, args, queue))
+        for rank in range(world_size)
+    ]
+    for proc in procs:
+        proc.start()
+    results, errors = {}, []
+    try:
+        for _ in range(world_size):
+            rank, status, value = queue.get(timeout=timeout)
+            if status == 'ok':
+                results[rank] = value
+            else:
+                errors.append(f'rank {rank}:\n{value}')
+    except Exception as exc:  # queue.Empty: a rank never answered
+        raise AssertionError(
+            f'distributed run did not finish within {timeout} s '
+            f'(finished ranks: {sorted(results)}; errors: {errors})') from exc
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    assert not errors, '\n'.join(errors)
+    assert all(proc.exitcode == 0 for proc in procs), \
+        [proc.exitcode for proc in procs]
+    return [results[rank] for rank in range(world_size)]

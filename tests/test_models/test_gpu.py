@@ -1,0 +1,83 @@
+"""Checks that need a CUDA device; run by tools/gpu_check.sh.
+
+Skipped on machines without CUDA (CI has none).
+"""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from mmbake.models import BAKEHead, knowledge_ensemble
+from tests.dist_utils import free_port
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA'),
+]
+
+
+@pytest.mark.parametrize('num', [2, 64, 512])
+def test_cuda_ensemble_equals_cpu(num):
+    gen = torch.Generator().manual_seed(num)
+    feats = torch.randn(num, 256, generator=gen)
+    logits = 3 * torch.randn(num, 100, generator=gen)
+    on_gpu = knowledge_ensemble(feats.cuda(), logits.cuda())
+    assert on_gpu.is_cuda and on_gpu.dtype == torch.float32
+    torch.testing.assert_close(on_gpu.cpu(), knowledge_ensemble(feats, logits),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_fp16_autocast_gives_float32_targets():
+    feats = torch.randn(64, 256, device='cuda')
+    logits = 3 * torch.randn(64, 100, device='cuda')
+    with torch.autocast('cuda', dtype=torch.float16):
+        targets = knowledge_ensemble(feats.half(), logits.half())
+    assert targets.dtype == torch.float32
+    assert torch.isfinite(targets).all()
+    torch.testing.assert_close(targets.sum(1), torch.ones(64, device='cuda'))
+
+
+def test_amp_fp16_training_step_of_a_classifier():
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='ResNet_CIFAR', depth=18),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='BAKEHead', num_classes=10, in_channels=512))).cuda()
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler('cuda')
+    images = torch.randn(32, 3, 32, 32, device='cuda')
+    samples = [DataSample().set_gt_label(i // 2 % 10).to('cuda')
+               for i in range(32)]
+    for _ in range(3):
+        optim.zero_grad()
+        with torch.autocast('cuda', dtype=torch.float16):
+            losses = model(images, samples, mode='loss')
+        assert set(losses) == {'loss_ce', 'loss_bake'}
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert losses['loss_bake'].dtype == torch.float32
+        scaler.scale(sum(losses.values())).backward()
+        scaler.step(optim)
+        scaler.update()
+
+
+def test_nccl_single_gpu_process_group():
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))
+    dist.init_process_group('nccl', rank=0, world_size=1)
+    try:
+        feats = torch.randn(32, 64, device='cuda')
+        logits = torch.randn(32, 10, device='cuda')
+        torch.testing.assert_close(
+            knowledge_ensemble(feats, logits, global_ensemble=True),
+            knowledge_ensemble(feats, logits))
+        head = BAKEHead(num_classes=10, in_channels=64).cuda()
+        from mmpretrain.structures import DataSample
+        samples = [DataSample().set_gt_label(i // 2 % 10).to('cuda')
+                   for i in range(32)]
+        losses = head.loss((feats, ), samples)
+        assert torch.isfinite(losses['loss_bake'])
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,82 @@
+"""global_ensemble=True in real gloo process groups of 2 and 3 ranks."""
+import pytest
+import torch
+
+from mmbake.models import knowledge_ensemble
+from tests.dist_utils import run_distributed
+
+pytestmark = pytest.mark.dist
+
+DIM, CLASSES = 16, 7
+
+
+def rank_batch(rank, sizes):
+    """The batch of ``rank``: ranks hold different numbers of images."""
+    gen = torch.Generator().manual_seed(100 + rank)
+    return (torch.randn(sizes[rank], DIM, generator=gen),
+            torch.randn(sizes[rank], CLASSES, generator=gen) * 3)
+
+
+CASES = {
+    2: [((5, 3), None)],
+    3: [((4, 1, 6), None), ((4, 1, 6), 2), ((2, 3, 5), 1)],
+}
+
+
+def ensemble_cases(rank, world_size):
+    """Every case of this world size, then the two error paths."""
+    out = {}
+    for sizes, group_size in CASES[world_size]:
+        feats, logits = rank_batch(rank, sizes)
+        # Gradients must not flow through the gather.
+        feats.requires_grad_(True)
+        targets = knowledge_ensemble(feats, logits, global_ensemble=True,
+                                     ensemble_group_size=group_size)
+        assert not targets.requires_grad
+        out[sizes, group_size] = targets
+    try:  # one rank's feature size differs: every rank must raise
+        knowledge_ensemble(torch.randn(4, DIM + rank),
+                           torch.randn(4, CLASSES), global_ensemble=True)
+        out['mismatch'] = 'no error'
+    except ValueError as err:
+        out['mismatch'] = str(err)
+    feats, logits = rank_batch(rank, (4, ) * world_size)
+    if rank == 1:
+        logits[0, 0] = float('nan')
+    out['nonfinite'] = knowledge_ensemble(
+        feats, logits, global_ensemble=True, nonfinite='skip')
+    out['own'] = torch.softmax(logits / 4.0, dim=1)
+    return out
+
+
+def expected_targets(rank, sizes, group_size):
+    """Single-process computation over the concatenated group batch."""
+    world = len(sizes)
+    group_size = group_size or world
+    first = rank // group_size * group_size
+    members = range(first, min(first + group_size, world))
+    batches = [rank_batch(r, sizes) for r in members]
+    feats = torch.cat([b[0] for b in batches])
+    logits = torch.cat([b[1] for b in batches])
+    targets = knowledge_ensemble(feats, logits)
+    offset = sum(sizes[r] for r in members if r < rank)
+    return targets[offset:offset + sizes[rank]]
+
+
+@pytest.mark.parametrize('world_size', [2, 3])
+def test_global_ensemble_in_process_group(world_size):
+    results = run_distributed(ensemble_cases, world_size)
+    for rank, out in enumerate(results):
+        for sizes, group_size in CASES[world_size]:
+            targets = out[sizes, group_size]
+            assert targets.shape == (sizes[rank], CLASSES)
+            # Equal to the single-process result over the (group's)
+            # concatenated batch, though ranks hold different sizes.
+            torch.testing.assert_close(
+                targets, expected_targets(rank, sizes, group_size))
+        assert 'same feature and class dimensions' in out['mismatch']
+        assert '(16, 7), (17, 7)' in out['mismatch']
+        # A NaN on rank 1 makes every rank fall back to its own
+        # predictions (no BAKE term), and no rank waits on another.
+        torch.testing.assert_close(out['nonfinite'], out['own'],
+                                   equal_nan=True)
