@@ -6,11 +6,14 @@ then ends with ``destroy_process_group()`` and ``os._exit(0)``: on torch
 (docs/compatibility.md). Every run has a hard timeout, so a hang fails the
 test instead of stalling CI.
 """
+import io
 import os
+import queue as queue_module
 import socket
 import traceback
 from typing import Any, Callable, List
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -29,12 +32,20 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable,
                       LOCAL_RANK=str(rank))
     try:
         dist.init_process_group('gloo', rank=rank, world_size=world_size)
-        queue.put((rank, 'ok', fn(rank, world_size, *args)))
+        # Tensors sent through a torch.multiprocessing queue live in shared
+        # memory owned by the sender, which exits at once: send bytes.
+        buffer = io.BytesIO()
+        torch.save(fn(rank, world_size, *args), buffer)
+        queue.put((rank, 'ok', buffer.getvalue()))
     except BaseException:  # noqa: B902 - report every failure to the parent
         queue.put((rank, 'error', traceback.format_exc()))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+        # put() hands the result to a feeder thread; flush it before the
+        # hard exit, or the parent may read a truncated message.
+        queue.close()
+        queue.join_thread()
         os._exit(0)
 
 
@@ -70,10 +81,11 @@ def run_distributed(fn: Callable, world_size: int, *args,
         for _ in range(world_size):
             rank, status, value = queue.get(timeout=timeout)
             if status == 'ok':
-                results[rank] = value
+                results[rank] = torch.load(io.BytesIO(value),
+                                           weights_only=False)
             else:
                 errors.append(f'rank {rank}:\n{value}')
-    except Exception as exc:  # queue.Empty: a rank never answered
+    except queue_module.Empty as exc:
         raise AssertionError(
             f'distributed run did not finish within {timeout} s '
             f'(finished ranks: {sorted(results)}; errors: {errors})') from exc

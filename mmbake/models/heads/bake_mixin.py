@@ -141,7 +141,7 @@ class BAKEMixin:
             nonfinite='skip')
         log_student = F.log_softmax(cls_score.float() / self.temperature, 1)
         kl = F.kl_div(log_student, targets, reduction='batchmean')
-        kl = torch.where(torch.isfinite(kl), kl, torch.zeros_like(kl))
+        kl = torch.nan_to_num(kl, nan=0.0, posinf=0.0, neginf=0.0)
         return kl * (self.bake_weight * self.temperature**2)
 
     @staticmethod
