@@ -7,7 +7,11 @@ configs with ``default_scope='mmpretrain'`` find them after
 """
 from . import compat  # noqa: F401  (applies the narrow compatibility fixes)
 from .datasets import *  # noqa: F401,F403
+from .model_zoo import register_bake_models
 from .models import *  # noqa: F401,F403
 from .version import __version__, version_info
+
+# mmpretrain.list_models('*bake*') and get_model('bake_...') find our zoo.
+register_bake_models()
 
 __all__ = ['__version__', 'version_info']

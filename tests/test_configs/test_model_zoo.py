@@ -1,0 +1,160 @@
+"""configs/bake/metafile.yml, model-index.yml and their registration.
+
+After ``import mmbake``, ``mmpretrain.list_models('*bake*')`` lists every
+model of the metafile and ``mmpretrain.get_model(name, pretrained=path)``
+builds it and loads the weights.
+"""
+import glob
+import json
+import os.path as osp
+import sys
+
+import pytest
+import torch
+import yaml
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+METAFILE = osp.join(REPO, 'configs', 'bake', 'metafile.yml')
+MODEL_INDEX = osp.join(REPO, 'model-index.yml')
+SUBPROCESS_TIMEOUT_S = 120
+CONFIG_NAMES = sorted(
+    osp.basename(p)
+    for p in glob.glob(osp.join(REPO, 'configs', 'bake', '*.py')))
+
+
+@pytest.fixture(scope='module')
+def metafile():
+    with open(METAFILE, encoding='utf-8') as f:
+        return yaml.safe_load(f)
+
+
+def test_model_index_imports_the_metafile():
+    with open(MODEL_INDEX, encoding='utf-8') as f:
+        index = yaml.safe_load(f)
+    assert index == dict(Import=['configs/bake/metafile.yml'])
+
+
+def test_collection_has_paper_and_readme(metafile):
+    (collection, ) = metafile['Collections']
+    assert collection['Name'] == 'BAKE'
+    assert collection['Paper']['URL'] == 'https://arxiv.org/abs/2104.13298'
+    assert osp.isfile(osp.join(REPO, collection['README']))
+
+
+def test_every_config_has_one_model_entry(metafile):
+    configs = [m['Config'] for m in metafile['Models']]
+    assert sorted(configs) == sorted(f'configs/bake/{n}' for n in CONFIG_NAMES)
+    for model in metafile['Models']:
+        # Paths relative to the index root, so that they resolve both in
+        # the repository and in an installed mmbake/.mim.
+        assert not osp.isabs(model['Config'])
+        assert osp.isfile(osp.join(REPO, model['Config']))
+        stem = osp.splitext(osp.basename(model['Config']))[0]
+        assert model['Name'] == f'bake_{stem}'
+
+
+def test_model_entries_have_mmpretrain_fields(metafile):
+    for model in metafile['Models']:
+        name = model['Name']
+        assert model['In Collection'] == 'BAKE', name
+        meta = model['Metadata']
+        assert isinstance(meta['FLOPs'], int) and meta['FLOPs'] > 0, name
+        assert isinstance(meta['Parameters'], int), name
+        assert meta['Training Data'] in ('ImageNet-1k', 'CIFAR-100',
+                                         'Fashion-MNIST'), name
+        (result, ) = model['Results']
+        assert result['Task'] == 'Image Classification', name
+        assert result['Dataset'] == meta['Training Data'], name
+        # Numbers that are not ours say whose they are.
+        for metric in result['Metrics']:
+            assert metric == 'Top 1 Accuracy' or \
+                'reported by the authors' in metric, (name, metric)
+        # Only models that we trained may carry weights.
+        if any('reported by the authors' in m for m in result['Metrics']):
+            assert model['Weights'] is None, name
+
+
+def test_parameters_match_the_built_model(metafile):
+    """Spot-check the recorded parameter count of a small and a mid model."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    import mmbake  # noqa: F401
+    wanted = ('bake_mobilenet-v2_8xb32_imagenet',
+              'bake_resnet18_1xb64_fashion-mnist')
+    for model in metafile['Models']:
+        if model['Name'] not in wanted:
+            continue
+        cfg = Config.fromfile(osp.join(REPO, model['Config']))
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            net = MODELS.build(cfg.model)
+        count = sum(p.numel() for p in net.parameters())
+        assert count == model['Metadata']['Parameters'], model['Name']
+
+
+def test_list_models_after_import(metafile, run_tool):
+    """In a fresh interpreter: ``import mmbake`` alone registers the zoo."""
+    script = ('import json, mmbake, mmpretrain; print(json.dumps(['
+              'mmpretrain.list_models("*bake*"), '
+              'mmpretrain.list_models("resnet50_8xb32_in1k")]))')
+    proc = run_tool([sys.executable, '-c', script],
+                    timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bake, stock = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert bake == sorted(m['Name'] for m in metafile['Models'])
+    # mmpretrain's own models are still there.
+    assert stock == ['resnet50_8xb32_in1k']
+
+
+def test_registration_is_idempotent():
+    from mmbake.model_zoo import find_model_zoo_root, register_bake_models
+    assert find_model_zoo_root() == REPO
+    first = register_bake_models()
+    assert register_bake_models() == first
+    assert 'bake_resnet50_8xb32_imagenet' in first
+
+
+def test_zoo_root_of_an_installed_wheel(tmp_path):
+    """A wheel ships the index in mmbake/.mim; site-packages may hold an
+    unrelated model-index.yml one level up, which must not be taken."""
+    from mmbake.model_zoo import find_model_zoo_root
+    site = tmp_path / 'site-packages'
+    package = site / 'mmbake'
+    mim = package / '.mim'
+    (mim / 'configs' / 'bake').mkdir(parents=True)
+    assert find_model_zoo_root(str(package)) is None
+    (site / 'model-index.yml').write_text('Import: []\n')
+    (mim / 'model-index.yml').write_text(open(MODEL_INDEX).read())
+    (mim / 'configs' / 'bake' / 'metafile.yml').write_text('Models: []\n')
+    assert find_model_zoo_root(str(package)) == str(mim)
+
+
+def test_get_model_with_pretrained_path(tmp_path):
+    import mmpretrain
+    from mmpretrain.apis import ModelHub
+
+    from mmbake.model_zoo import register_bake_models
+    from mmbake.models import BAKEHead
+    register_bake_models()
+    name = 'bake_resnet18_1xb64_fashion-mnist'
+    assert ModelHub.get(name).config.model.head.type == 'BAKEHead'
+
+    # Weights to load: a differently initialised copy of the model.
+    torch.manual_seed(1)
+    source = mmpretrain.get_model(name)
+    checkpoint = tmp_path / 'weights.pth'
+    torch.save(
+        dict(
+            state_dict=source.state_dict(),
+            meta=dict(dataset_meta=dict(classes=[str(i)
+                                                 for i in range(10)]))),
+        checkpoint)
+
+    torch.manual_seed(2)
+    model = mmpretrain.get_model(name, pretrained=str(checkpoint))
+    assert isinstance(model.head, BAKEHead)
+    assert not model.training
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert model._dataset_meta['classes'][0] == '0'
