@@ -1,0 +1,24 @@
+# BAKE twin of configs/fashion_mnist/resnet18_1xb64_fashion-mnist.py: the
+# same model, data, schedule and seed; only the head (cross-entropy plus the
+# batch-knowledge-ensembling distillation term) and the batch sampler
+# (each anchor image brings one more image of its class) differ.
+_base_ = ['../fashion_mnist/resnet18_1xb64_fashion-mnist.py']
+
+model = dict(
+    head=dict(
+        type='BAKEHead',
+        omega=0.5,
+        temperature=4.0,
+        bake_weight=1.0,
+    ))
+
+# Both twins share a file name: separate default work dirs keep their
+# checkpoints (and --resume) apart.
+work_dir = './work_dirs/bake/resnet18_1xb64_fashion-mnist'
+
+train_dataloader = dict(
+    batch_sampler=dict(type='ClassAwareBatchSampler', num_instances=2))
+
+# Also set by the base runtime; repeated so that this file says plainly
+# what it needs.
+custom_imports = dict(imports=['mmbake'], allow_failed_imports=False)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Train with several processes on one or more machines (torchrun).
+#
+#   tools/dist_train.sh CONFIG GPUS [TRAIN_ARGS...]
+#
+# GPUS is the number of processes on this machine: one per GPU with CUDA
+# (NCCL), or that many CPU processes over gloo where there is no CUDA
+# (mmbake.compat routes mmengine's launcher to gloo). Multi-node: run the
+# same command on every node with NNODES, NODE_RANK, MASTER_ADDR and PORT
+# set. PYTHON picks the interpreter (default: python).
+set -u
+
+usage() {
+    echo "usage: $0 CONFIG GPUS [TRAIN_ARGS...]" >&2
+    echo "  env: NNODES (1) NODE_RANK (0) MASTER_ADDR (127.0.0.1) PORT (29500) PYTHON (python)" >&2
+}
+
+if [ $# -lt 2 ]; then
+    usage
+    exit 2
+fi
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-python}
+
+if [ ! -f "$CONFIG" ]; then
+    echo "error: config file not found: $CONFIG" >&2
+    exit 2
+fi
+if ! [[ "$GPUS" =~ ^[0-9]+$ ]] || [ "$GPUS" -lt 1 ]; then
+    echo "error: GPUS must be a positive integer (processes on this machine), got '$GPUS'" >&2
+    exit 2
+fi
+for name in NNODES NODE_RANK PORT; do
+    if ! [[ "${!name}" =~ ^[0-9]+$ ]]; then
+        echo "error: $name must be a non-negative integer, got '${!name}'" >&2
+        exit 2
+    fi
+done
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$ROOT/tools/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"

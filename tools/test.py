@@ -1,0 +1,212 @@
+"""Test (evaluate) a checkpoint, with mmpretrain's command-line flags.
+
+Single process::
+
+    python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
+
+Several processes go through ``tools/dist_test.sh``. As in ``tools/train.py``,
+``mmbake`` is imported, bad input ends with a message instead of a
+traceback, the test top-1 is printed last, and distributed processes leave
+through ``os._exit`` after tearing down the process group.
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+from typing import List, Optional
+
+# Light imports only: torch, mmpretrain and mmbake load in main(), after the
+# command line is checked, so that bad input is answered at once.
+from mmengine.config import Config, ConfigDict, DictAction
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+PICKLE_SUFFIXES = ('.pkl', '.pickle')
+METRIC_SUFFIXES = ('.json', '.yaml', '.yml') + PICKLE_SUFFIXES
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse and check the command line.
+
+    Args:
+        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        argparse.Namespace: The arguments. Bad input exits with status 2.
+    """
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the dir to save the evaluation log and metrics')
+    parser.add_argument(
+        '--out',
+        help='dump the results to this file: the predictions as a pickle '
+        '(.pkl), or with --out-item metrics the metrics (.json, .yaml or '
+        '.pkl)')
+    parser.add_argument(
+        '--out-item',
+        choices=['pred', 'metrics'],
+        default='pred',
+        help='what --out holds (default: pred)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, as key=value pairs (e.g. '
+        'test_dataloader.batch_size=128)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision inference')
+    parser.add_argument(
+        '--show-dir',
+        help='save an image with its prediction drawn on it, for every '
+        '--interval-th test sample, into this directory')
+    parser.add_argument(
+        '--interval',
+        type=int,
+        default=1,
+        help='visualize every INTERVAL-th sample with --show-dir '
+        '(default: 1)')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='disable the pin_memory option of the dataloader')
+    parser.add_argument(
+        '--launcher',
+        choices=LAUNCHERS,
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if not osp.isfile(args.config):
+        parser.error(f'config file not found: {args.config}')
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint file not found: {args.checkpoint}')
+    if args.out is not None:
+        allowed = (PICKLE_SUFFIXES
+                   if args.out_item == 'pred' else METRIC_SUFFIXES)
+        if not args.out.endswith(allowed):
+            parser.error(f'--out {args.out}: with --out-item '
+                         f'{args.out_item} the file must end with one of '
+                         f'{allowed}')
+    if args.interval < 1:
+        parser.error(f'--interval must be >= 1, got {args.interval}')
+    if args.launcher == 'pytorch' and 'RANK' not in os.environ:
+        parser.error('--launcher pytorch needs the environment of torchrun '
+                     '(RANK, WORLD_SIZE, ...); start it through '
+                     'tools/dist_test.sh CONFIG CHECKPOINT GPUS')
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Fold the command-line arguments into the config.
+
+    Args:
+        cfg (Config): The loaded config.
+        args (argparse.Namespace): The parsed arguments.
+
+    Returns:
+        Config: The same config, updated.
+    """
+    cfg.launcher = args.launcher
+    # work_dir priority: command line > config > ./work_dirs/<config name>.
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    # Testing never resumes a training state.
+    cfg.resume = False
+
+    if args.amp:
+        cfg.test_cfg.fp16 = True
+
+    if args.show_dir is not None:
+        hooks = cfg.get('default_hooks', {})
+        if 'visualization' not in hooks:
+            raise SystemExit(
+                'error: --show-dir needs default_hooks.visualization='
+                'dict(type="VisualizationHook") in the config (mmpretrain\'s '
+                'default_runtime has it)')
+        hooks.visualization.enable = True
+        hooks.visualization.out_dir = args.show_dir
+        hooks.visualization.interval = args.interval
+
+    loader_cfg = ConfigDict(
+        pin_memory=True, collate_fn=dict(type='default_collate'))
+    loader_cfg.update(cfg.test_dataloader)
+    if args.no_pin_memory:
+        loader_cfg.pin_memory = False
+    cfg.test_dataloader = loader_cfg
+
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if not cfg.test_dataloader.get('num_workers', 0):
+        # torch's DataLoader refuses persistent workers without workers.
+        cfg.test_dataloader.persistent_workers = False
+    return cfg
+
+
+def leave_distributed() -> None:
+    """End a distributed process without gloo's occasional exit abort.
+
+    See ``tools/train.py``: about 1 in 40 two-process gloo runs abort in
+    interpreter teardown; ``os._exit`` after tearing the group down avoids
+    that teardown.
+    """
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        rank, world_size = torch_dist.get_rank(), torch_dist.get_world_size()
+        torch_dist.destroy_process_group()
+        print(f'Rank {rank}/{world_size} finished.', flush=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Test from the command line.
+
+    Args:
+        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
+    """
+    args = parse_args(argv)
+    # Registers the BAKE types and applies mmbake.compat, also for configs
+    # without custom_imports.
+    import mmbake  # noqa: F401
+    import mmengine
+    from mmengine.evaluator import DumpResults
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    cfg = merge_args(Config.fromfile(args.config), args)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+
+    if args.out is not None and args.out_item == 'pred':
+        runner.test_evaluator.metrics.append(
+            DumpResults(out_file_path=args.out))
+    metrics = runner.test()
+
+    if runner.rank == 0:
+        if args.out is not None and args.out_item == 'metrics':
+            mmengine.dump(metrics, args.out)
+        if 'accuracy/top1' in metrics:
+            print(f'Test top-1: {float(metrics["accuracy/top1"]):.2f}',
+                  flush=True)
+    if args.launcher != 'none':
+        leave_distributed()
+
+
+if __name__ == '__main__':
+    main()
