@@ -1,4 +1,5 @@
 """mmbake.compat: each fix works, stays narrow, and is applied once."""
+import glob
 import os
 import pickle
 import signal
@@ -11,9 +12,17 @@ import mmengine.dist.utils as dist_utils
 import numpy as np
 import pytest
 import torch
+import mmengine.hooks.checkpoint_hook as checkpoint_hook
+import mmengine.runner as mmengine_runner
+import mmengine.runner.checkpoint as mmengine_checkpoint
+import mmengine.runner.runner as runner_module
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.model import MMDistributedDataParallel
+from mmengine.optim import AmpOptimWrapper
 from mmengine.optim.scheduler import CosineAnnealingLR
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, save_checkpoint
 
 from mmbake import compat
@@ -116,15 +125,26 @@ def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
         compat.history_buffer_getattr(np.ndarray, 'min')
 
 
+def patched_functions() -> tuple:
+    """Every function that mmbake.compat wraps, as mmengine exposes it."""
+    return (dist_utils._init_dist_pytorch,
+            MMDistributedDataParallel.__init__,
+            mmengine_checkpoint.save_checkpoint,
+            CheckpointHook._save_checkpoint_with_step,
+            AmpOptimWrapper.__init__,
+            Runner.load_checkpoint)
+
+
 def test_apply_is_idempotent():
-    before = (dist_utils._init_dist_pytorch,
-              MMDistributedDataParallel.__init__)
+    before = patched_functions()
     first = compat.apply()
     assert compat.patch_cpu_dist_init()
     assert compat.patch_cpu_ddp_device_ids()
+    assert compat.patch_atomic_checkpoints()
+    assert compat.patch_cpu_amp_optim_wrapper()
+    assert compat.patch_resume_config_exec()
     assert compat.apply() == first
-    after = (dist_utils._init_dist_pytorch,
-             MMDistributedDataParallel.__init__)
+    after = patched_functions()
     assert after == before
     # One wrapper around mmengine's own function, not a chain of them.
     for patched in after:
@@ -240,3 +260,151 @@ def test_mmengine_launcher_and_ddp_on_cpu(tmp_path):
         assert f'rank {rank}: unpatched init fails' in stdout
         assert f'rank {rank}: unpatched DDP refuses device_ids' in stdout
         assert f'rank {rank}: ok' in stdout
+
+
+# Writes 'old' atomically, then starts to write 'new' and is killed halfway.
+KILLED_WRITER = textwrap.dedent('''
+    import sys, time
+    from mmbake.compat import write_atomically
+
+    path = sys.argv[1]
+    write_atomically(lambda f: f.write(b'old'), path)
+
+    def half_then_wait(f):
+        f.write(b'new, half wri')
+        f.flush()
+        print('WRITING', flush=True)
+        time.sleep(600)
+
+    write_atomically(half_then_wait, path)
+''')
+
+
+def test_write_atomically_survives_a_kill(tmp_path):
+    path = str(tmp_path / 'epoch_2.pth')
+    proc = subprocess.Popen([sys.executable, '-c', KILLED_WRITER, path],
+                            stdout=subprocess.PIPE,
+                            text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == 'WRITING'
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    # The final name holds the last complete write; the half-written data
+    # is only in the dead writer's temporary.
+    with open(path, 'rb') as f:
+        assert f.read() == b'old'
+    temporary = str(tmp_path / f'.epoch_2.pth.{proc.pid}.tmp')
+    assert glob.glob(str(tmp_path / '.*.tmp')) == [temporary]
+    # The next write of that name completes and removes the dead temporary.
+    compat.write_atomically(lambda f: f.write(b'new'), path)
+    with open(path, 'rb') as f:
+        assert f.read() == b'new'
+    assert os.listdir(tmp_path) == ['epoch_2.pth']
+
+
+def test_checkpoints_and_pointer_are_written_atomically(tmp_path):
+    # Every name under which mmengine calls save_checkpoint is the wrapper.
+    assert getattr(mmengine_checkpoint.save_checkpoint, compat._PATCH_MARK)
+    assert runner_module.save_checkpoint is \
+        mmengine_checkpoint.save_checkpoint
+    assert mmengine_runner.save_checkpoint is \
+        mmengine_checkpoint.save_checkpoint
+
+    path = str(tmp_path / 'sub' / 'epoch_1.pth')
+    mmengine_runner.save_checkpoint({'w': torch.arange(3)}, path)
+    assert torch.equal(torch.load(path)['w'], torch.arange(3))
+    # CheckpointHook writes the pointer with its module's open().
+    pointer = str(tmp_path / 'last_checkpoint')
+    with checkpoint_hook.open(pointer, 'w') as f:
+        f.write(path)
+    with checkpoint_hook.open(pointer) as f:
+        assert f.read() == path
+    assert sorted(os.listdir(tmp_path)) == ['last_checkpoint', 'sub']
+    assert os.listdir(tmp_path / 'sub') == ['epoch_1.pth']
+
+
+def test_checkpoint_detection(tmp_path):
+    path = str(tmp_path / 'epoch_1.pth')
+    save_checkpoint({'meta': {'epoch': 1}, 'w': torch.ones(1000)}, path)
+    assert not compat.checkpoint_is_truncated(path)
+    assert compat.load_checkpoint_weights_only(path)['meta'] == {'epoch': 1}
+    with open(path, 'rb') as f:
+        data = f.read()
+    for size in (0, 10, len(data) // 2, len(data) - 1):
+        cut = str(tmp_path / f'cut_{size}.pth')
+        with open(cut, 'wb') as f:
+            f.write(data[:size])
+        assert compat.checkpoint_is_truncated(cut)
+        with pytest.raises(ValueError, match='not a complete checkpoint'):
+            compat.load_checkpoint_weights_only(cut)
+
+
+@needs_weights_only_default
+def test_load_checkpoint_weights_only_refuses_code(tmp_path):
+    path = str(tmp_path / 'payload.pth')
+    torch.save({'meta': {}, 'x': Payload()}, path)
+    with pytest.raises(ValueError, match='refuses.*Unsupported global'):
+        compat.load_checkpoint_weights_only(path)
+
+
+def test_runner_drops_config_code_from_checkpoints(tmp_path):
+    path = str(tmp_path / 'crafted.pth')
+    marker = str(tmp_path / 'code_ran')
+    torch.save({
+        'meta': {'epoch': 1, 'iter': 1,
+                 'config': f'open({marker!r}, "w").close()\n'},
+        'state_dict': {},
+    }, path)
+    assert getattr(Runner.load_checkpoint, compat._PATCH_MARK)
+    # The wrapper around a loader that returns the file as it is (a real
+    # Runner.resume is in tests/test_reliability/test_checkpoint_safety.py).
+    load = compat._drop_meta_config(
+        lambda runner, filename: torch.load(filename))
+    checkpoint = load(None, path)
+    assert 'config' not in checkpoint['meta']
+    assert checkpoint['meta']['epoch'] == 1
+    assert not os.path.exists(marker)
+
+
+needs_cpu_only = pytest.mark.skipif(
+    not compat.cpu_only(), reason='checks the machine-without-GPU path')
+
+
+@needs_cpu_only
+def test_amp_optim_wrapper_autocasts_bfloat16_on_cpu():
+    from mmbake.models import BAKEHead
+    from mmpretrain.structures import DataSample
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        head = BAKEHead(num_classes=4, in_channels=8, global_ensemble=False)
+    wrapper = AmpOptimWrapper(
+        optimizer=torch.optim.SGD(head.parameters(), lr=0.1))
+    assert wrapper.cast_dtype == torch.bfloat16
+    assert not wrapper.loss_scaler.is_enabled()  # bf16 needs no scaling
+    feats = (torch.randn(8, 8), )
+    samples = [DataSample().set_gt_label(i // 2 % 4) for i in range(8)]
+    before = head.fc.weight.detach().clone()
+    with wrapper.optim_context(head):
+        assert torch.get_autocast_dtype('cpu') == torch.bfloat16
+        assert head(feats).dtype == torch.bfloat16
+        losses = head.loss(feats, samples)
+    # The ensembling and its KL ran in float32.
+    assert losses['loss_bake'].dtype == torch.float32
+    assert torch.isfinite(losses['loss_bake']) and losses['loss_bake'] > 0
+    wrapper.update_params(losses['loss_ce'] + losses['loss_bake'])
+    assert not torch.equal(head.fc.weight, before)
+    # The state round-trips through a checkpoint and resume.
+    state = wrapper.state_dict()
+    AmpOptimWrapper(optimizer=torch.optim.SGD(head.parameters(),
+                                              lr=0.1)).load_state_dict(state)
+
+
+@needs_cpu_only
+def test_amp_optim_wrapper_refuses_float16_on_cpu():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="dtype must be 'bfloat16'"):
+        AmpOptimWrapper(
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            dtype='float16')

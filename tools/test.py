@@ -5,16 +5,19 @@ Single process::
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
 
 Several processes go through ``tools/dist_test.sh``. As in ``tools/train.py``,
-``mmbake`` is imported, bad input ends with a message instead of a
-traceback, the test top-1 is printed last, and distributed processes leave
-through ``os._exit`` after tearing down the process group.
+``mmbake`` is imported, bad input (command line, config, or a checkpoint
+that is truncated or holds objects the weights-only unpickler refuses)
+ends with ``error: <message>`` and exit status 2 instead of a traceback
+(``MMBAKE_DEBUG=1`` shows it), the test top-1 is printed last, and
+distributed processes leave through ``os._exit`` after tearing down the
+process group.
 """
 import argparse
 import logging
 import os
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 # Light imports only: torch, mmpretrain and mmbake load in main(), after the
 # command line is checked, so that bad input is answered at once.
@@ -23,6 +26,10 @@ from mmengine.config import Config, ConfigDict, DictAction
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
 METRIC_SUFFIXES = ('.json', '.yaml', '.yml') + PICKLE_SUFFIXES
+# Raised for bad settings while the runner and its test loop are built, and
+# by the checkpoint check: reported as a message (see tools/train.py).
+BUILD_ERRORS = (ValueError, KeyError, TypeError)
+DEBUG_ENV = 'MMBAKE_DEBUG'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -172,6 +179,25 @@ def leave_distributed() -> None:
     os._exit(0)
 
 
+def fail(err: BaseException) -> NoReturn:
+    """Report an input error as one line and exit with status 2.
+
+    Args:
+        err (BaseException): The error; a KeyError's message is its
+            argument (``str()`` would quote it).
+    """
+    import torch.distributed as torch_dist
+
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f'error: {message}', file=sys.stderr, flush=True)
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(2)
+    raise SystemExit(2)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Test from the command line.
 
@@ -187,11 +213,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
+    from mmbake.compat import load_checkpoint_weights_only
+
     cfg = merge_args(Config.fromfile(args.config), args)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    try:
+        # Refuse a truncated file or one holding code before building
+        # anything (mmengine would load it inside runner.test()).
+        load_checkpoint_weights_only(args.checkpoint)
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
+        # Built lazily by runner.test(); built here so that bad dataloader
+        # or evaluator settings are reported before testing starts.
+        runner.test_loop  # noqa: B018
+    except BUILD_ERRORS as err:
+        if os.environ.get(DEBUG_ENV, '0') not in ('', '0'):
+            raise
+        fail(err)
 
     if args.out is not None and args.out_item == 'pred':
         runner.test_evaluator.metrics.append(

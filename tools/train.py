@@ -9,18 +9,24 @@ go through ``tools/dist_train.sh``, which passes ``--launcher pytorch``.
 
 Differences from mmpretrain's ``tools/train.py``: ``mmbake`` is imported
 (so its types and compatibility fixes are there even if a config forgets
-``custom_imports``), bad input ends with a message instead of a traceback,
-the final validation top-1 is printed last, and distributed processes leave
-through ``os._exit`` after tearing down the process group (gloo otherwise
-aborts at interpreter exit now and then).
+``custom_imports``); bad input, in the command line or in the config, ends
+with ``error: <message>`` and exit status 2 instead of a traceback (set
+``MMBAKE_DEBUG=1`` to see the traceback); ``--resume`` checks the checkpoint
+first (complete, weights-only loadable), skips a checkpoint cut short by a
+kill, and reuses the checkpoint's seed when the config has none; ``--amp``
+also works without GPU (bfloat16 autocast); the final validation top-1 is
+printed last, by every rank of a distributed run; and distributed processes
+leave through ``os._exit`` after tearing down the process group (gloo
+otherwise aborts at interpreter exit now and then).
 """
 import argparse
+import glob
 import logging
 import os
 import os.path as osp
 import sys
 from copy import deepcopy
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, NoReturn, Optional, Tuple
 
 # Light imports only: torch, mmpretrain and mmbake load in main(), after the
 # command line is checked, so that bad input is answered at once.
@@ -30,6 +36,11 @@ if TYPE_CHECKING:
     from mmengine.runner import Runner
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+# Raised by mmengine/mmpretrain/mmbake for bad settings while the runner,
+# its model, dataloaders and optimizer are built: reported as a message.
+BUILD_ERRORS = (ValueError, KeyError, TypeError)
+# Set to 1 to get the traceback of such errors instead of the message.
+DEBUG_ENV = 'MMBAKE_DEBUG'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -54,7 +65,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='enable automatic-mixed-precision training (needs a GPU)')
+        help='enable automatic-mixed-precision training (float16 with loss '
+        'scaling on a GPU; bfloat16 autocast without GPU)')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -99,10 +111,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error('--launcher pytorch needs the environment of torchrun '
                      '(RANK, WORLD_SIZE, ...); start it through '
                      'tools/dist_train.sh CONFIG GPUS')
-    if args.amp and not _has_amp_device():
-        parser.error('--amp needs a CUDA, NPU or MLU device; none was found')
+    if (args.resume not in (None, 'auto') and
+            _checkpoint_is_truncated(args.resume)):
+        parser.error(f'--resume checkpoint {args.resume} is not complete: '
+                     'the file was cut short (e.g. the run was killed while '
+                     'saving it); give another checkpoint, or --resume '
+                     'alone for the latest complete one in the work dir')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def _checkpoint_is_truncated(path: str) -> bool:
+    """See ``mmbake.compat.checkpoint_is_truncated`` (imported lazily)."""
+    from mmbake.compat import checkpoint_is_truncated
+    return checkpoint_is_truncated(path)
 
 
 def _has_amp_device() -> bool:
@@ -133,6 +155,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if not _has_amp_device():
+            # CPU autocast runs in bfloat16 only (mmbake.compat lets
+            # AmpOptimWrapper build without GPU).
+            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -180,21 +206,185 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def final_top1_line(runner: 'Runner') -> Optional[str]:
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint that ``--resume`` (without a path) continues from.
+
+    mmengine reads the path in ``<work_dir>/last_checkpoint``. When that
+    pointer exists but is empty or names a missing or truncated file (a
+    kill while saving, with an mmengine that writes in place), the newest
+    complete ``*.pth`` of the work dir is taken instead, with a warning.
+
+    Args:
+        work_dir (str): The run's work dir.
+
+    Returns:
+        str, optional: The checkpoint, or None without a pointer (mmengine
+        then starts from scratch, as it always does).
+
+    Raises:
+        ValueError: If the pointer is broken and no complete checkpoint is
+            left in the work dir.
+    """
+    from mmbake.compat import checkpoint_is_truncated
+
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        named = f.read().strip()
+    if named and osp.isfile(named) and not checkpoint_is_truncated(named):
+        return named
+    complete = [
+        path for path in glob.glob(osp.join(work_dir, '*.pth'))
+        if osp.isfile(path) and not checkpoint_is_truncated(path)
+    ]
+    if not complete:
+        raise ValueError(
+            f'--resume: {pointer} names {named!r}, which is missing or '
+            f'incomplete, and {work_dir} holds no other complete checkpoint; '
+            'train without --resume to start over')
+    chosen = max(complete, key=osp.getmtime)
+    print(
+        f'warning: {pointer} names {named!r}, which is missing or '
+        f'incomplete; resuming from {chosen}, the newest complete '
+        'checkpoint in the work dir',
+        file=sys.stderr,
+        flush=True)
+    return chosen
+
+
+def prepare_resume(cfg: Config) -> None:
+    """Pick and check the checkpoint to resume from; take over its seed.
+
+    The checkpoint is read once with the weights-only unpickler (tensors
+    memory-mapped), so a truncated file or one holding code is refused
+    before anything is built. mmengine 0.10.7 builds the train dataloader,
+    and its sampler's seed, before it restores the seed stored in the
+    checkpoint, so with ``randomness.seed=None`` a resumed run would shuffle
+    differently from the run it continues: the stored seed is therefore set
+    in the config here.
+
+    Args:
+        cfg (Config): A config with ``resume=True``; ``load_from`` is the
+            checkpoint, or None for the work dir's latest.
+
+    Raises:
+        ValueError: If the checkpoint cannot be resumed from.
+    """
+    from mmbake.compat import load_checkpoint_weights_only
+
+    path = cfg.get('load_from', None)
+    if path is None:
+        path = find_resume_checkpoint(cfg.work_dir)
+        if path is None:
+            return
+        cfg.load_from = path
+    meta = load_checkpoint_weights_only(path).get('meta', None)
+    if not isinstance(meta, dict) or 'epoch' not in meta \
+            or 'iter' not in meta:
+        raise ValueError(
+            f'--resume: {path} is not a training checkpoint of mmengine\'s '
+            "runner (its meta has no 'epoch'/'iter'); to start from its "
+            f'weights, use --cfg-options load_from={path} without --resume')
+    randomness = dict(cfg.get('randomness', None) or {})
+    if randomness.get('seed', None) is None and meta.get('seed') is not None:
+        randomness['seed'] = int(meta['seed'])
+        cfg.randomness = randomness
+        if os.environ.get('RANK', '0') == '0':
+            print(
+                f'Resuming with the seed of the checkpoint, '
+                f'{randomness["seed"]} (randomness.seed is None in the '
+                'config)',
+                flush=True)
+
+
+def build_runner(cfg: Config) -> 'Runner':
+    """Build the runner and everything ``Runner.train()`` builds lazily.
+
+    mmengine builds the model in ``Runner.__init__`` but the train
+    dataloader (dataset, sampler, batch sampler), the optimizer wrapper and
+    the validation loop only in ``train()``; building them here makes every
+    bad setting fail before training starts. ``train()`` reuses the built
+    objects.
+
+    Args:
+        cfg (Config): The merged config.
+
+    Returns:
+        Runner: The runner, ready to ``train()``.
+    """
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train_loop  # noqa: B018 (the property builds the loop)
+    if runner.optim_wrapper is not None:
+        runner.optim_wrapper = runner.build_optim_wrapper(
+            runner.optim_wrapper)
+    runner.val_loop  # noqa: B018
+    return runner
+
+
+def fail(err: BaseException) -> NoReturn:
+    """Report a configuration error as one line and exit with status 2.
+
+    Args:
+        err (BaseException): The error; a KeyError's message is its
+            argument (``str()`` would quote it).
+    """
+    import torch.distributed as torch_dist
+
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f'error: {message}', file=sys.stderr, flush=True)
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        # Every rank fails alike; leave without gloo's exit abort.
+        torch_dist.destroy_process_group()
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(2)
+    raise SystemExit(2)
+
+
+def final_top1_line(runner: 'Runner',
+                    rank: Optional[Tuple[int, int]] = None) -> Optional[str]:
     """Describe the last validation top-1 recorded by the runner.
 
     Args:
         runner (Runner): A runner after ``train()``.
+        rank (tuple[int, int], optional): ``(rank, world_size)`` to tag the
+            line with in a distributed run. Defaults to None.
 
     Returns:
-        str, optional: ``'Final top-1 (val, epoch N): xx.xx'``, or None when
-        no validation top-1 was recorded.
+        str, optional: ``'Final top-1 (val, epoch N): xx.xx'`` (``iter N``
+        for iteration-based training; ``, rank R/W`` after ``N`` with
+        ``rank``), or None when no validation top-1 was recorded.
     """
+    from mmengine.runner import IterBasedTrainLoop
+
     scalars = runner.message_hub.log_scalars
     if 'val/accuracy/top1' not in scalars:
         return None
     top1 = float(scalars['val/accuracy/top1'].current())
-    return f'Final top-1 (val, epoch {runner.epoch}): {top1:.2f}'
+    if isinstance(runner.train_loop, IterBasedTrainLoop):
+        where = f'iter {runner.iter}'
+    else:
+        where = f'epoch {runner.epoch}'
+    if rank is not None:
+        where += f', rank {rank[0]}/{rank[1]}'
+    return f'Final top-1 (val, {where}): {top1:.2f}'
+
+
+def say(line: str) -> None:
+    """Print one line in a single write.
+
+    Ranks share one terminal or pipe; ``print`` writes the text and the
+    newline separately, so lines of several ranks could interleave.
+    """
+    sys.stdout.write(line + '\n')
+    sys.stdout.flush()
 
 
 def leave_distributed() -> None:
@@ -209,7 +399,7 @@ def leave_distributed() -> None:
     if torch_dist.is_available() and torch_dist.is_initialized():
         rank, world_size = torch_dist.get_rank(), torch_dist.get_world_size()
         torch_dist.destroy_process_group()
-        print(f'Rank {rank}/{world_size} finished.', flush=True)
+        say(f'Rank {rank}/{world_size} finished.')
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -226,20 +416,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
     import mmbake  # noqa: F401
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     cfg = merge_args(Config.fromfile(args.config), args)
-
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    try:
+        if cfg.get('resume', False):
+            prepare_resume(cfg)
+        runner = build_runner(cfg)
+    except BUILD_ERRORS as err:
+        if os.environ.get(DEBUG_ENV, '0') not in ('', '0'):
+            raise
+        fail(err)
     runner.train()
 
+    if args.launcher != 'none':
+        # Every rank reports the metric it holds: they must agree.
+        line = final_top1_line(runner, (runner.rank, runner.world_size))
+        if line is not None:
+            say(line)
     line = final_top1_line(runner)
     if line is not None and runner.rank == 0:
-        print(line, flush=True)
+        say(line)
     if args.launcher != 'none':
         leave_distributed()
 

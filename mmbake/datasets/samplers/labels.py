@@ -100,6 +100,13 @@ def _read_labels(dataset: Any, num_samples: int) -> np.ndarray:
         try:
             return _labels_from_array(dataset,
                                       np.asarray(dataset.get_gt_labels()))
+        except KeyError as err:
+            # mmpretrain's BaseDataset.get_gt_labels indexes every sample's
+            # 'gt_label' and raises KeyError for unlabelled annotations.
+            raise ValueError(
+                f'dataset {type(dataset).__name__} has no labels: '
+                f'get_gt_labels() found no {err} in its samples; '
+                f'{SINGLE_LABEL_HINT}') from err
         except ValueError as err:
             if 'inhomogeneous' not in str(err):
                 raise

@@ -1,0 +1,199 @@
+"""Helpers for the reliability tests: tiny configs, runs that get killed.
+
+The tests run the real command lines (``tools/train.py``,
+``tools/dist_train.sh``) on the shared small Fashion-MNIST root. Runs that
+must finish go through the ``run_tool`` fixture of ``tests/conftest.py``;
+runs that the test kills are started here, in a session of their own, so
+that ``os.killpg`` reaches torchrun, every rank and every dataloader worker.
+"""
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from tests.dist_utils import free_port
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
+BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
+                       'resnet18_1xb64_fashion-mnist.py')
+# Every wait is bounded: a hang fails the test, it never stalls CI.
+RUN_TIMEOUT_S = 300
+PAUSE_ENV = 'MMBAKE_TEST_PAUSE'
+PAUSE_MARKER = 'PAUSED'
+
+# 203 = 7 x 29 training images: not divisible by 2 or 3 ranks, nor by the
+# batch of 8 (4 anchors + 4 mates); 100 validation images.
+NUM_TRAIN, NUM_VAL, BATCH_SIZE = 203, 100, 8
+
+FINAL_RANK_LINE = re.compile(
+    r'^Final top-1 \(val, (epoch|iter) (\d+), rank (\d+)/(\d+)\): '
+    r'(\d+\.\d\d)$', re.MULTILINE)
+
+
+def write_config(path: str,
+                 data_root: str,
+                 loop: str = 'epoch',
+                 length: int = 2,
+                 seed: Optional[int] = 0,
+                 deterministic: bool = False,
+                 num_workers: int = 0) -> str:
+    """Write a tiny BAKE config (global ensembling, class-aware batches).
+
+    It inherits ``configs/bake/resnet18_1xb64_fashion-mnist.py`` and only
+    shrinks it: 203 training and 100 validation images of ``data_root``,
+    batch 8, one log line per iteration, a checkpoint per epoch (or every
+    10 iterations) of which one is kept, validation at the end, and the
+    test pause hook (inactive unless ``MMBAKE_TEST_PAUSE`` is set).
+
+    Args:
+        path (str): Where to write the config.
+        data_root (str): A Fashion-MNIST data root.
+        loop (str): ``'epoch'`` (``DefaultSampler``, ``length`` epochs) or
+            ``'iter'`` (``InfiniteSampler``, ``length`` iterations).
+        length (int): Epochs or iterations.
+        seed (int, optional): ``randomness.seed``.
+        deterministic (bool): ``randomness.deterministic``.
+        num_workers (int): Train dataloader workers (never persistent).
+
+    Returns:
+        str: ``path``.
+    """
+    if loop not in ('epoch', 'iter'):
+        raise ValueError(f"loop must be 'epoch' or 'iter', got {loop!r}")
+    sampler = 'DefaultSampler' if loop == 'epoch' else 'InfiniteSampler'
+    lines = [
+        f'_base_ = [{BAKE_CONFIG!r}]',
+        'model = dict(head=dict(type="BAKEHead", global_ensemble=True))',
+        f'train_dataloader = dict(batch_size={BATCH_SIZE}, '
+        f'num_workers={num_workers}, persistent_workers=False, '
+        f'sampler=dict(type={sampler!r}, shuffle=True), '
+        f'dataset=dict(data_root={data_root!r}, indices={NUM_TRAIN}))',
+        f'val_dataloader = dict(num_workers=0, persistent_workers=False, '
+        f'dataset=dict(data_root={data_root!r}, indices={NUM_VAL}))',
+        'test_dataloader = val_dataloader',
+        f'randomness = dict(seed={seed!r}, deterministic={deterministic})',
+        'custom_imports = dict(imports=["mmbake", '
+        '"tests.test_reliability.pause_hook"], allow_failed_imports=False)',
+        'custom_hooks = [dict(type="ReliabilityPauseHook")]',
+    ]
+    if loop == 'epoch':
+        lines += [
+            f'train_cfg = dict(max_epochs={length}, val_interval={length})',
+            'default_hooks = dict(logger=dict(interval=1), '
+            'checkpoint=dict(interval=1, max_keep_ckpts=1))',
+        ]
+    else:
+        lines += [
+            f'train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", '
+            f'max_iters={length}, val_interval={length})',
+            'param_scheduler = [dict(type="LinearLR", start_factor=0.1, '
+            'by_epoch=False, begin=0, end=5)]',
+            'default_hooks = dict(logger=dict(interval=1), '
+            'checkpoint=dict(by_epoch=False, interval=10, max_keep_ckpts=1))',
+            'log_processor = dict(by_epoch=False)',
+        ]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+def train_command(config: str, work_dir: str, nproc: int,
+                  *extra: str) -> List[str]:
+    """``tools/train.py`` (one process) or ``tools/dist_train.sh``."""
+    if nproc == 1:
+        return [sys.executable, TRAIN, config, '--work-dir', work_dir, *extra]
+    return [DIST_TRAIN, config, str(nproc), '--work-dir', work_dir, *extra]
+
+
+def fresh_port(env: Dict[str, str]) -> Dict[str, str]:
+    """A copy of ``env`` with a new free rendezvous port for torchrun."""
+    return dict(env, PORT=str(free_port()))
+
+
+def start(cmd: Sequence[str], env: Dict[str, str],
+          log_path: str) -> subprocess.Popen:
+    """Start a command in a new session, stdout and stderr to a file."""
+    log = open(log_path, 'w')
+    try:
+        return subprocess.Popen(
+            list(cmd),
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True)
+    finally:
+        log.close()  # the child holds its own descriptor
+
+
+def read(path: str) -> str:
+    """The text of a file, or '' while it does not exist."""
+    if not osp.isfile(path):
+        return ''
+    with open(path, errors='replace') as f:
+        return f.read()
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen,
+             log_path: str, timeout: float = RUN_TIMEOUT_S) -> None:
+    """Poll ``condition`` until it holds; fail if the run ends or stalls.
+
+    Raises:
+        AssertionError: If ``proc`` exits first or ``timeout`` passes (the
+            process group is then killed).
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f'the run ended (status {proc.returncode}) before the '
+                f'awaited point; log tail:\n{read(log_path)[-3000:]}')
+        if time.monotonic() > deadline:
+            kill_group(proc)
+            raise AssertionError(
+                f'the awaited point was not reached in {timeout} s; log '
+                f'tail:\n{read(log_path)[-3000:]}')
+        time.sleep(0.1)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of the run's session, then reap the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def rank_results(stdout: str) -> Dict[int, tuple]:
+    """``{rank: (unit, step, world_size, top1)}`` from the final lines."""
+    return {
+        int(rank): (unit, int(step), int(world), float(top1))
+        for unit, step, rank, world, top1 in FINAL_RANK_LINE.findall(stdout)
+    }
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load a run's checkpoint the way mmbake does: weights only."""
+    from mmbake.compat import load_checkpoint_weights_only
+    return load_checkpoint_weights_only(path)
+
+
+def assert_same_weights(path_a: str, path_b: str) -> None:
+    """The two checkpoints hold the same model (within float tolerance)."""
+    state_a = load_checkpoint(path_a)['state_dict']
+    state_b = load_checkpoint(path_b)['state_dict']
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        torch.testing.assert_close(
+            state_a[key], state_b[key], msg=lambda m, key=key: f'{key}: {m}')
