@@ -82,7 +82,7 @@ def run_distributed(fn: Callable, world_size: int, *args,
             rank, status, value = queue.get(timeout=timeout)
             if status == 'ok':
                 results[rank] = torch.load(io.BytesIO(value),
-                                           weights_only=False)
+                                           weights_only=True)
             else:
                 errors.append(f'rank {rank}:\n{value}')
     except queue_module.Empty as exc:

@@ -13,11 +13,9 @@ distributed processes leave through ``os._exit`` after tearing down the
 process group.
 """
 import argparse
-import logging
 import os
 import os.path as osp
-import sys
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
 # Light imports only: torch, mmpretrain and mmbake load in main(), after the
 # command line is checked, so that bad input is answered at once.
@@ -26,10 +24,6 @@ from mmengine.config import Config, ConfigDict, DictAction
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
 METRIC_SUFFIXES = ('.json', '.yaml', '.yml') + PICKLE_SUFFIXES
-# Raised for bad settings while the runner and its test loop are built, and
-# by the checkpoint check: reported as a message (see tools/train.py).
-BUILD_ERRORS = (ValueError, KeyError, TypeError)
-DEBUG_ENV = 'MMBAKE_DEBUG'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -160,42 +154,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def leave_distributed() -> None:
-    """End a distributed process without gloo's occasional exit abort.
-
-    See ``tools/train.py``: about 1 in 40 two-process gloo runs abort in
-    interpreter teardown; ``os._exit`` after tearing the group down avoids
-    that teardown.
-    """
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        rank, world_size = torch_dist.get_rank(), torch_dist.get_world_size()
-        torch_dist.destroy_process_group()
-        print(f'Rank {rank}/{world_size} finished.', flush=True)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def fail(err: BaseException) -> NoReturn:
-    """Report an input error as one line and exit with status 2.
-
-    Args:
-        err (BaseException): The error; a KeyError's message is its
-            argument (``str()`` would quote it).
-    """
-    import torch.distributed as torch_dist
-
-    message = err.args[0] if isinstance(err, KeyError) and err.args else err
-    print(f'error: {message}', file=sys.stderr, flush=True)
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(2)
-    raise SystemExit(2)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -208,6 +166,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
     import mmbake  # noqa: F401
+    from mmbake.utils import (BUILD_ERRORS, debug_enabled, exit_with_error,
+                              leave_distributed)
     import mmengine
     from mmengine.evaluator import DumpResults
     from mmengine.registry import RUNNERS
@@ -228,9 +188,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         # or evaluator settings are reported before testing starts.
         runner.test_loop  # noqa: B018
     except BUILD_ERRORS as err:
-        if os.environ.get(DEBUG_ENV, '0') not in ('', '0'):
+        if debug_enabled():
             raise
-        fail(err)
+        exit_with_error(err)
 
     if args.out is not None and args.out_item == 'pred':
         runner.test_evaluator.metrics.append(

@@ -21,12 +21,11 @@ otherwise aborts at interpreter exit now and then).
 """
 import argparse
 import glob
-import logging
 import os
 import os.path as osp
 import sys
 from copy import deepcopy
-from typing import TYPE_CHECKING, List, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 # Light imports only: torch, mmpretrain and mmbake load in main(), after the
 # command line is checked, so that bad input is answered at once.
@@ -36,11 +35,6 @@ if TYPE_CHECKING:
     from mmengine.runner import Runner
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-# Raised by mmengine/mmpretrain/mmbake for bad settings while the runner,
-# its model, dataloaders and optimizer are built: reported as a message.
-BUILD_ERRORS = (ValueError, KeyError, TypeError)
-# Set to 1 to get the traceback of such errors instead of the message.
-DEBUG_ENV = 'MMBAKE_DEBUG'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -328,24 +322,6 @@ def build_runner(cfg: Config) -> 'Runner':
     return runner
 
 
-def fail(err: BaseException) -> NoReturn:
-    """Report a configuration error as one line and exit with status 2.
-
-    Args:
-        err (BaseException): The error; a KeyError's message is its
-            argument (``str()`` would quote it).
-    """
-    import torch.distributed as torch_dist
-
-    message = err.args[0] if isinstance(err, KeyError) and err.args else err
-    print(f'error: {message}', file=sys.stderr, flush=True)
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        # Every rank fails alike; leave without gloo's exit abort.
-        torch_dist.destroy_process_group()
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(2)
-    raise SystemExit(2)
 
 
 def final_top1_line(runner: 'Runner',
@@ -377,33 +353,8 @@ def final_top1_line(runner: 'Runner',
     return f'Final top-1 (val, {where}): {top1:.2f}'
 
 
-def say(line: str) -> None:
-    """Print one line in a single write.
-
-    Ranks share one terminal or pipe; ``print`` writes the text and the
-    newline separately, so lines of several ranks could interleave.
-    """
-    sys.stdout.write(line + '\n')
-    sys.stdout.flush()
 
 
-def leave_distributed() -> None:
-    """End a distributed process without gloo's occasional exit abort.
-
-    About 1 in 40 two-process gloo runs (torch 2.14) die with SIGABRT in
-    interpreter teardown after the work is done; tearing the process group
-    down and leaving through ``os._exit`` avoids that teardown.
-    """
-    import torch.distributed as torch_dist
-
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        rank, world_size = torch_dist.get_rank(), torch_dist.get_world_size()
-        torch_dist.destroy_process_group()
-        say(f'Rank {rank}/{world_size} finished.')
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -416,6 +367,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
     import mmbake  # noqa: F401
+    from mmbake.utils import (BUILD_ERRORS, debug_enabled, exit_with_error,
+                              leave_distributed, say)
 
     cfg = merge_args(Config.fromfile(args.config), args)
     try:
@@ -423,9 +376,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             prepare_resume(cfg)
         runner = build_runner(cfg)
     except BUILD_ERRORS as err:
-        if os.environ.get(DEBUG_ENV, '0') not in ('', '0'):
+        if debug_enabled():
             raise
-        fail(err)
+        exit_with_error(err)
     runner.train()
 
     if args.launcher != 'none':
