@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks of mmbake, meant to finish in under 5 minutes on one GPU:
-#   1. the GPU-marked tests (CUDA ensembling equals CPU, AMP fp16, an NCCL
-#      process group, a fp16 training step);
+#   1. the GPU tests (CUDA ensembling equals CPU, AMP fp16, an NCCL process
+#      group, a fp16 training step) and the compatibility fixes, which must
+#      stay off where a GPU is present;
 #   2. the overhead benchmark on CUDA: knowledge_ensemble vs the explicit
 #      inverse (B = 64 ... 4096), and a ResNet-50 step (224 px, batch 32,
 #      AMP, channels_last) with BAKEHead vs LinearClsHead.
@@ -18,7 +19,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
     | tee "$OUT_DIR/gpu.txt" || true
 export PYTHONUNBUFFERED=1
-"$PYTHON" -m pytest tests/test_models/test_gpu.py -m gpu -v -p no:cacheprovider \
+"$PYTHON" -m pytest tests/test_models/test_gpu.py tests/test_compat.py -v -p no:cacheprovider \
     2>&1 | tee "$OUT_DIR/gpu_tests.log"
 "$PYTHON" benchmarks/bake_overhead.py --device cuda --skip-step \
     --ensemble-repeats 20 --json "$OUT_DIR/ensemble_cuda.json" \
