@@ -1,0 +1,2 @@
+"""Engine-side parts of mmbake: training hooks."""
+from .hooks import *  # noqa: F401,F403
