@@ -80,4 +80,11 @@ def register_bake_models(root: Optional[str] = None) -> List[str]:
     ModelHub.register_model_index(
         osp.join(root, MODEL_INDEX), config_prefix=root)
     _registered.extend(sorted(set(ModelHub._models_dict) - before))
+    for name in _registered:
+        # Weights shipped in the repository are listed relative to the root,
+        # like the configs; URLs and absolute paths stay as they are.
+        metainfo = ModelHub._models_dict[name]
+        weights = metainfo.weights
+        if weights and '://' not in weights and not osp.isabs(weights):
+            metainfo.weights = osp.join(root, weights)
     return list(_registered)

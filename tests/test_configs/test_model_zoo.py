@@ -158,3 +158,23 @@ def test_get_model_with_pretrained_path(tmp_path):
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     assert model._dataset_meta['classes'][0] == '0'
+
+
+def test_released_fashion_mnist_weights_load_through_get_model():
+    """The published checkpoint in the repository is what the zoo lists."""
+    import os.path as osp
+
+    import mmpretrain
+    import torch
+    from mmpretrain.apis import ModelHub
+
+    name = 'bake_resnet18_1xb64_fashion-mnist'
+    weights = ModelHub._models_dict[name].weights
+    assert osp.isabs(weights) and osp.isfile(weights)
+    # A release holds only weights and plain metadata.
+    assert set(torch.load(weights, weights_only=True)) == {'state_dict', 'meta'}
+    model = mmpretrain.get_model(name, pretrained=True)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.zeros(2, 1, 28, 28), mode='tensor')
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()

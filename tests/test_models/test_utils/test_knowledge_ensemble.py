@@ -24,7 +24,7 @@ def random_batch(num, dim=32, classes=10, seed=0):
             3 * torch.randn(num, classes, generator=gen))
 
 
-@pytest.mark.parametrize('num', [1, 2, 3, 17, 64, 256])
+@pytest.mark.parametrize('num', [1, 2, 3, 17, 64, 256, 600])
 @pytest.mark.parametrize('omega', [0.0, 0.5, 0.9])
 @pytest.mark.parametrize('temperature', [1.0, 4.0])
 def test_matches_explicit_inverse(num, omega, temperature):
