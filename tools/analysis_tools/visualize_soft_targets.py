@@ -133,8 +133,8 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     import mmbake  # noqa: F401  (registers BAKEHead and the sampler)
     from mmengine.registry import init_default_scope
 
-    from mmbake.engine import build_class_aware_batches, visualize_batches
-    from mmbake.engine.hooks.soft_target_hook import format_stats
+    from mmbake.visualization import (build_class_aware_batches,
+                                      format_stats, visualize_batches)
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:

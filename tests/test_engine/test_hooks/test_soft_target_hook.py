@@ -69,9 +69,9 @@ def test_predict_soft_targets_matches_knowledge_ensemble(
         fashion_mnist_small_root):
     from mmpretrain.registry import MODELS
 
-    from mmbake.engine import (build_class_aware_batches,
-                               predict_soft_targets, soft_target_stats)
     from mmbake.models import knowledge_ensemble
+    from mmbake.visualization import (build_class_aware_batches,
+                                      predict_soft_targets, soft_target_stats)
 
     cfg = _small_cfg(fashion_mnist_small_root)
     torch.manual_seed(0)
@@ -123,7 +123,7 @@ def test_predict_soft_targets_matches_knowledge_ensemble(
 
 
 def test_batch_affinity_and_same_class_ratio():
-    from mmbake.engine import batch_affinity, soft_target_stats
+    from mmbake.visualization import batch_affinity, soft_target_stats
 
     # Two tight clusters: images of a class point the same way.
     feats = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
@@ -154,7 +154,7 @@ def test_batches_use_test_pipeline(fashion_mnist_small_root):
     """No random crop or flip: a drawn image is the stored image."""
     from mmpretrain.registry import DATASETS
 
-    from mmbake.engine import build_class_aware_batches
+    from mmbake.visualization import build_class_aware_batches
 
     cfg = _small_cfg(fashion_mnist_small_root)
     batches = build_class_aware_batches(cfg, num_batches=1, seed=0)
