@@ -3,8 +3,9 @@
 The tests run the real command lines (``tools/train.py``,
 ``tools/dist_train.sh``) on the shared small Fashion-MNIST root. Runs that
 must finish go through the ``run_tool`` fixture of ``tests/conftest.py``;
-runs that the test kills are started here, in a session of their own, so
-that ``os.killpg`` reaches torchrun, every rank and every dataloader worker.
+runs that the test kills are started here, in a session of their own, and
+killed with every descendant (torchrun, every rank, every dataloader
+worker; see :func:`kill_group`).
 """
 import os
 import os.path as osp
@@ -166,8 +167,41 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen,
         time.sleep(0.1)
 
 
+def descendants(pid: int) -> List[int]:
+    """Every live descendant of ``pid``, read from ``/proc``."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                # The command name (field 2) may hold spaces; it ends at ')'.
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of the run's session, then reap the leader."""
+    """SIGKILL every process of the run, then reap the leader.
+
+    torchrun starts each rank in a session of its own, so ``os.killpg`` on
+    the launcher's session does not reach the ranks: every descendant is
+    collected first (a killed parent's children are re-parented and could
+    not be found afterwards) and killed one by one.
+    """
+    victims = descendants(proc.pid)
+    for pid in [proc.pid] + victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
