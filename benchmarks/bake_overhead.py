@@ -21,9 +21,10 @@ Timings are printed, never asserted; docs/benchmarks.md records them.
 import argparse
 import json
 import platform
+import random
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,19 +53,36 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], object], device: torch.device,
-                repeats: int, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn`` over ``repeats`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def alternating_times(fns: Dict[str, Callable[[], object]],
+                      device: torch.device, repeats: int,
+                      warmup: int = 2) -> Dict[str, List[float]]:
+    """Wall-clock seconds of each function over ``repeats`` rounds.
+
+    Every round calls each candidate once, in a shuffled order (fixed
+    seed), so that all of them see the same machine state (clocks, caches,
+    other jobs) and none always runs first or after the same neighbour.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    order = random.Random(0)
+    names = list(fns)
+    times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        order.shuffle(names)
+        for name in names:
+            sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def quartiles(values: List[float]) -> Tuple[float, float, float]:
+    """First quartile, median and third quartile."""
+    first, median, third = statistics.quantiles(values, n=4)
+    return first, median, third
 
 
 def bench_ensemble(sizes: List[int], device: torch.device,
@@ -79,10 +97,12 @@ def bench_ensemble(sizes: List[int], device: torch.device,
         feats = torch.randn(num, 2048, generator=gen).to(device)
         logits = (3 * torch.randn(num, 1000, generator=gen)).to(device)
         reps = max(1, repeats if num <= 1024 else repeats // 2)
-        ours = median_time(lambda: knowledge_ensemble(feats, logits), device,
-                           reps)
-        theirs = median_time(
-            lambda: explicit_inverse_targets(feats, logits), device, reps)
+        times = alternating_times(
+            dict(ours=lambda: knowledge_ensemble(feats, logits),
+                 theirs=lambda: explicit_inverse_targets(feats, logits)),
+            device, reps, warmup=1 if num > 1024 else 2)
+        ours, theirs = (statistics.median(times['ours']),
+                        statistics.median(times['theirs']))
         diff = (knowledge_ensemble(feats, logits) -
                 explicit_inverse_targets(feats, logits)).abs().max().item()
         rows.append(dict(batch=num, ours_ms=ours * 1e3,
@@ -93,15 +113,26 @@ def bench_ensemble(sizes: List[int], device: torch.device,
     return rows
 
 
-def build_classifier(head_type: str, device: torch.device,
+# The heads compared in part (b): BAKEHead as configured by default (CUDA
+# graphs on) and with its term run eagerly, against the plain head.
+# A second, identical plain model shows how far two equal models differ in
+# the same run: the resolution of the measurement.
+STEP_HEADS = {
+    'LinearClsHead': dict(type='LinearClsHead'),
+    'LinearClsHead (control)': dict(type='LinearClsHead'),
+    'BAKEHead': dict(type='BAKEHead', global_ensemble=False),
+    'BAKEHead(cuda_graph=False)': dict(type='BAKEHead', global_ensemble=False,
+                                       cuda_graph=False),
+}
+
+
+def build_classifier(head_cfg: dict, device: torch.device,
                      channels_last: bool) -> torch.nn.Module:
     """An mmpretrain ResNet-50 ImageNet classifier with the given head."""
     from mmpretrain.registry import MODELS
     torch.manual_seed(0)
-    head = dict(type=head_type, num_classes=1000, in_channels=2048,
+    head = dict(head_cfg, num_classes=1000, in_channels=2048,
                 loss=dict(type='CrossEntropyLoss', loss_weight=1.0))
-    if head_type == 'BAKEHead':
-        head.update(global_ensemble=False)
     model = MODELS.build(
         dict(type='ImageClassifier',
              backbone=dict(type='ResNet', depth=50),
@@ -123,16 +154,22 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
     # A class-aware layout: anchor, mate, anchor, mate, ...
     samples = [DataSample().set_gt_label(i // 2).to(device)
                for i in range(batch)]
-    models = {name: build_classifier(name, device, channels_last)
-              for name in ('LinearClsHead', 'BAKEHead')}
+    heads = dict(STEP_HEADS)
+    if device.type != 'cuda':  # the graphs are CUDA-only
+        heads.pop('BAKEHead(cuda_graph=False)')
+    models = {name: build_classifier(cfg, device, channels_last)
+              for name, cfg in heads.items()}
     optims = {name: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
               for name, m in models.items()}
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and
-                                  device.type == 'cuda')
+    scalers = {
+        name: torch.amp.GradScaler(device.type, enabled=amp and
+                                   device.type == 'cuda')
+        for name in models
+    }
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
 
     def step(name: str) -> None:
-        model, optim = models[name], optims[name]
+        model, optim, scaler = models[name], optims[name], scalers[name]
         optim.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             losses = model(images, samples, mode='loss')
@@ -141,28 +178,31 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
         scaler.step(optim)
         scaler.update()
 
-    for name in models:  # warm up both (cuDNN autotuning, allocator)
-        for _ in range(2):
+    for name in models:  # warm up (cuDNN autotuning, allocator, graphs)
+        for _ in range(3):
             step(name)
-    times: Dict[str, List[float]] = {name: [] for name in models}
-    for _ in range(repeats):
-        for name in models:
-            sync(device)
-            start = time.perf_counter()
-            step(name)
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    plain = statistics.median(times['LinearClsHead'])
-    bake = statistics.median(times['BAKEHead'])
+    times = alternating_times(
+        {name: (lambda name=name: step(name)) for name in models}, device,
+        repeats, warmup=0)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    plain = medians['LinearClsHead']
     print(f'\n(b) ResNet-50 training step, {size}px, batch {batch}, '
-          f'amp={amp}, channels_last={channels_last}, {repeats} alternating '
-          'repetitions each')
-    print(f'LinearClsHead median {plain * 1e3:.1f} ms, BAKEHead median '
-          f'{bake * 1e3:.1f} ms, ratio {bake / plain:.4f} '
-          f'(overhead {100 * (bake / plain - 1):+.2f} %)')
-    return dict(linear_ms=plain * 1e3, bake_ms=bake * 1e3,
-                ratio=bake / plain, repeats=repeats, batch=batch, size=size,
-                amp=amp, channels_last=channels_last)
+          f'amp={amp}, channels_last={channels_last}, {repeats} rounds, '
+          'models in shuffled order in each round')
+    result = dict(linear_ms=plain * 1e3, repeats=repeats, batch=batch,
+                  size=size, amp=amp, channels_last=channels_last, heads={})
+    print(f'{"head":<28} {"q1 (ms)":>9} {"median":>9} {"q3 (ms)":>9} '
+          f'{"ratio":>8} {"overhead":>9}')
+    for name, values in times.items():
+        first, median, third = (v * 1e3 for v in quartiles(values))
+        ratio = medians[name] / plain
+        print(f'{name:<28} {first:>9.2f} {median:>9.2f} {third:>9.2f} '
+              f'{ratio:>8.4f} {100 * (ratio - 1):>+8.2f}%')
+        result['heads'][name] = dict(q1_ms=first, median_ms=median,
+                                     q3_ms=third, ratio=ratio)
+    result['bake_ms'] = medians['BAKEHead'] * 1e3
+    result['ratio'] = medians['BAKEHead'] / plain
+    return result
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,13 +1,15 @@
 """The BAKE loss, added to any mmpretrain classification head."""
 import warnings
-from typing import List, Optional, Tuple
+from functools import partial
+from typing import Callable, Hashable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmpretrain.structures import DataSample
 
-from ..utils import knowledge_ensemble
+from ..utils import (CUDAGraphCache, PrecomputedGradient, ensemble_world_size,
+                     gather_ensemble_batch, gathered_terms, local_terms,
+                     soften)
 
 
 def _check_bake_args(omega: float, temperature: float, bake_weight: float,
@@ -29,6 +31,14 @@ def _check_bake_args(omega: float, temperature: float, bake_weight: float,
                          f'but got {ensemble_group_size!r}.')
 
 
+def _run_eagerly(fn: Callable[..., Tuple[torch.Tensor, ...]],
+                 *inputs: torch.Tensor,
+                 key: Hashable = ()) -> Tuple[torch.Tensor, ...]:
+    """``CUDAGraphCache``'s signature, without the graphs."""
+    with torch.no_grad():
+        return fn(*inputs)
+
+
 class BAKEMixin:
     """Adds the BAKE self-distillation term to a ``ClsHead`` subclass.
 
@@ -46,6 +56,14 @@ class BAKEMixin:
     ``loss_bake``. No parameter or buffer is added, so checkpoints are
     interchangeable with the plain head.
 
+    The term and its gradient (``bake_weight * T * (softmax(z / T) - Q) /
+    B``) are computed together without autograd and handed to autograd as
+    one node. On CUDA they are captured in a CUDA graph per batch shape and
+    replayed with one launch: a small-batch step is bound by kernel
+    launches, and BAKE's few dozen small kernels would otherwise add
+    measurably to it (docs/benchmarks.md). Collectives of the global
+    ensemble stay outside the graphs.
+
     Subclasses name their final classification layer in
     ``bake_final_layer`` (a dotted attribute path, ``'fc'`` by default): the
     logits must equal ``final_layer(pre_logits(feats))``.
@@ -59,6 +77,9 @@ class BAKEMixin:
             (gathered, no gradient through the gather). Defaults to True.
         ensemble_group_size (int, optional): Ensemble within consecutive
             groups of this many ranks; None for all ranks. Defaults to None.
+        cuda_graph (bool): On CUDA, replay the BAKE term from CUDA graphs
+            (one per batch shape, at most 8; the same numbers as eager
+            execution). False runs it eagerly. Defaults to True.
         *args, **kwargs: The arguments of the wrapped head class.
     """
 
@@ -71,6 +92,7 @@ class BAKEMixin:
                  bake_weight: float = 1.0,
                  global_ensemble: bool = True,
                  ensemble_group_size: Optional[int] = None,
+                 cuda_graph: bool = True,
                  **kwargs) -> None:
         _check_bake_args(omega, temperature, bake_weight, ensemble_group_size)
         super().__init__(*args, **kwargs)
@@ -79,6 +101,10 @@ class BAKEMixin:
         self.bake_weight = float(bake_weight)
         self.global_ensemble = bool(global_ensemble)
         self.ensemble_group_size = ensemble_group_size
+        self.cuda_graph = bool(cuda_graph)
+        # Not a module or buffer: never in the state_dict; deep copies
+        # (EMA) start empty.
+        self._graphs = CUDAGraphCache()
         self._layout_checked = False
 
     @property
@@ -123,26 +149,45 @@ class BAKEMixin:
             cls_score (Tensor): The logits, with their gradient.
 
         Returns:
-            Tensor: A float32 scalar. It is zero when ``bake_weight`` is 0,
-            and zero on every rank of the ensemble group when the batch held
-            non-finite values (the step's cross-entropy is then non-finite
-            too, so AMP's loss scaler or the user sees it there); this
-            policy needs no host synchronisation.
+            Tensor: A float32 scalar whose gradient reaches ``cls_score``
+            only. It is zero when ``bake_weight`` is 0, and zero (with a
+            zero gradient) on every rank of the ensemble group when the
+            batch held non-finite values (the step's cross-entropy is then
+            non-finite too, so AMP's loss scaler or the user sees it
+            there); this policy needs no host synchronisation.
         """
         if self.bake_weight == 0:
             return cls_score.new_zeros((), dtype=torch.float32)
-        targets = knowledge_ensemble(
-            pre_logits.flatten(1),
-            cls_score,
-            omega=self.omega,
-            temperature=self.temperature,
-            global_ensemble=self.global_ensemble,
-            ensemble_group_size=self.ensemble_group_size,
-            nonfinite='skip')
-        log_student = F.log_softmax(cls_score.float() / self.temperature, 1)
-        kl = F.kl_div(log_student, targets, reduction='batchmean')
-        kl = torch.nan_to_num(kl, nan=0.0, posinf=0.0, neginf=0.0)
-        return kl * (self.bake_weight * self.temperature**2)
+        loss, grad = self._bake_terms(pre_logits.detach().flatten(1),
+                                      cls_score.detach())
+        return PrecomputedGradient.apply(cls_score, loss, grad)
+
+    def _bake_terms(self, feats: torch.Tensor,
+                    logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The BAKE loss and its gradient with respect to the logits.
+
+        Args:
+            feats (Tensor): Detached ``pre_logits``, shape (B, D).
+            logits (Tensor): Detached logits, shape (B, K).
+
+        Returns:
+            tuple[Tensor, Tensor]: See
+            :func:`~mmbake.models.utils.distillation_terms`.
+        """
+        run = self._graphs if self.cuda_graph else _run_eagerly
+        scalars = dict(omega=self.omega, temperature=self.temperature,
+                       weight=self.bake_weight)
+        key = tuple(scalars.values())
+        if not (self.global_ensemble
+                and ensemble_world_size(self.ensemble_group_size) > 1):
+            return run(partial(local_terms, **scalars), feats, logits,
+                       key=('local', ) + key)
+        feats, probs = run(partial(soften, temperature=self.temperature),
+                           feats, logits, key=('soften', self.temperature))
+        all_feats, all_probs, offset = gather_ensemble_batch(
+            feats, probs, self.ensemble_group_size)
+        return run(partial(gathered_terms, offset=offset, **scalars),
+                   all_feats, all_probs, logits, key=('gathered', offset) + key)
 
     @staticmethod
     def _warn_if_not_class_aware(data_samples: List[DataSample]) -> None:

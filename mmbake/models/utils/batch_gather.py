@@ -47,6 +47,20 @@ def _ensemble_group(group_size: Optional[int]) -> Tuple[object, int]:
     return _GROUP_CACHE[key][index], size
 
 
+def ensemble_world_size(group_size: Optional[int] = None) -> int:
+    """Number of ranks whose rows this rank ensembles with (itself included).
+
+    Args:
+        group_size (int, optional): As in :func:`gather_ensemble_batch`.
+
+    Returns:
+        int: 1 without an initialised process group.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return _ensemble_group(group_size)[1]
+
+
 def _all_gather_rows(rows: torch.Tensor, sizes: List[int], group) -> \
         torch.Tensor:
     """All-gather 2-D tensors whose first dimension differs across ranks."""

@@ -1,5 +1,6 @@
 """Batch knowledge ensembling: the soft targets of BAKE."""
-from typing import Optional
+import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +32,29 @@ def _check_args(feats: torch.Tensor, logits: torch.Tensor, omega: float,
 _CPU_SOLVE_MIN_BATCH = 512
 
 
+def soften(feats: torch.Tensor, logits: torch.Tensor,
+           temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Unit-length features and softened predictions, float32, detached.
+
+    Args:
+        feats (Tensor): Features, shape (B, D), any floating dtype. Zero
+            rows stay zero.
+        logits (Tensor): Logits, shape (B, K), any floating dtype.
+        temperature (float): Softmax temperature ``T`` > 0.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``feats / |feats|`` and
+        ``softmax(logits / T)``, both float32 and without autograd history.
+    """
+    feats = feats.detach().float()
+    # F.normalize without its expand_as: the same numbers, one op fewer.
+    feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    probs = F.softmax(logits.detach().float() / temperature, dim=1)
+    return feats, probs
+
+
 def propagate(feats: torch.Tensor, probs: torch.Tensor,
-              omega: float) -> torch.Tensor:
+              omega: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Apply the closed-form BAKE propagation to a whole batch.
 
     With unit features ``f``, ``E = exp(f f^T)`` with a zero diagonal and
@@ -45,7 +67,7 @@ def propagate(feats: torch.Tensor, probs: torch.Tensor,
     than an LU solve (2 B^3 / 3) or an explicit inverse (2 B^3). The factor
     is applied by triangular solves on CUDA and for large CPU batches, and
     as its inverse times ``P`` for small CPU batches, whichever measured
-    faster.
+    faster. Autocast is off inside: everything is float32.
 
     Args:
         feats (Tensor): Unit-length float32 features, shape (B, D).
@@ -53,34 +75,48 @@ def propagate(feats: torch.Tensor, probs: torch.Tensor,
         omega (float): The propagation weight ``w`` in [0, 1).
 
     Returns:
-        Tensor: The ensembled targets ``Q``, float32, shape (B, K).
+        tuple[Tensor, Tensor]: The ensembled targets ``Q`` (float32, shape
+        (B, K)), and ``check``, a float32 scalar that is finite exactly when
+        ``feats`` and ``probs`` were (then ``Q`` is finite too); adding it
+        to another scalar before one ``isfinite`` tests both. Nothing here
+        synchronises with the device.
     """
-    num = feats.size(0)
-    if num == 1 or omega == 0.0:
+    if feats.size(0) == 1 or omega == 0.0:
         # One image has no mate to learn from: its target is its own
         # softened prediction (what the reference's finite mask yields).
-        return probs.clone()
+        return probs.clone(), probs.sum()
+    if not torch.is_autocast_enabled(feats.device.type):
+        return _solve(feats, probs, omega)
+    with torch.autocast(device_type=feats.device.type, enabled=False):
+        return _solve(feats, probs, omega)
+
+
+def _solve(feats: torch.Tensor, probs: torch.Tensor,
+           omega: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`propagate` for B > 1 and omega > 0, autocast off."""
     # Cosine similarities lie in [-1, 1], so exp() cannot overflow and the
     # row softmax needs no max-shift; that keeps E exactly symmetric.
     sim = torch.exp(feats @ feats.t())
     sim.fill_diagonal_(0.0)
     degree = sim.sum(dim=1)
+    rhs = probs * (degree * (1.0 - omega)).unsqueeze(1)
+    # A non-finite feature row makes every degree NaN (through its column
+    # of E) and a non-finite prediction row makes its rhs row NaN, so one
+    # sum of the right-hand side tests the whole batch.
+    check = rhs.sum()
     system = sim.mul_(-omega)
     system.diagonal().add_(degree)
-    rhs = probs * degree.unsqueeze(1)
-    # Positive definite with a diagonal margin of at least
-    # (1 - w) (B - 1) / e, so the factorisation cannot fail for w < 1; the
-    # unchecked variant avoids a host synchronisation on CUDA.
+    # Positive definite with a diagonal margin of at least (1 - w) (B - 1) /
+    # e, so the factorisation cannot fail for w < 1; the unchecked variant
+    # avoids a host synchronisation on CUDA.
     chol, _ = torch.linalg.cholesky_ex(system)
-    if system.is_cuda or num > _CPU_SOLVE_MIN_BATCH:
-        targets = torch.cholesky_solve(rhs, chol)
-    else:
-        # On the CPU, LAPACK's triangular solves with K = rhs.size(1)
-        # right-hand sides are slower than one matrix product for small
-        # systems (measured, docs/benchmarks.md): form the inverse from the
-        # same factor (still exact) and multiply.
-        targets = torch.cholesky_inverse(chol) @ rhs
-    return targets.mul_(1.0 - omega)
+    if system.is_cuda or feats.size(0) > _CPU_SOLVE_MIN_BATCH:
+        return torch.cholesky_solve(rhs, chol), check
+    # On the CPU, LAPACK's triangular solves with K = rhs.size(1)
+    # right-hand sides are slower than one matrix product for small systems
+    # (measured, docs/benchmarks.md): form the inverse from the same factor
+    # (still exact) and multiply.
+    return torch.cholesky_inverse(chol) @ rhs, check
 
 
 @torch.no_grad()
@@ -144,24 +180,17 @@ def knowledge_ensemble(feats: torch.Tensor,
     if nonfinite not in ('raise', 'skip'):
         raise ValueError("nonfinite must be 'raise' or 'skip', but got "
                          f'{nonfinite!r}.')
-    device_type = logits.device.type
-    with torch.autocast(device_type=device_type, enabled=False):
-        feats = F.normalize(feats.detach().float(), dim=1)
-        probs = F.softmax(logits.detach().float() / temperature, dim=1)
-        own_probs, offset, num = probs, 0, feats.size(0)
-        if global_ensemble:
-            feats, probs, offset = gather_ensemble_batch(
-                feats, probs, ensemble_group_size)
-        # One scalar test for the whole batch: a sum is finite exactly when
-        # every (bounded) entry is, and ``s - s == 0`` fails for inf and NaN.
-        # Two cheap kernels instead of two isfinite passes over the batch.
-        total = feats.sum() + probs.sum()
-        finite = (total - total) == 0
-        if nonfinite == 'raise' and not finite:
-            raise ValueError(
-                'knowledge_ensemble got non-finite feats or logits (inf or '
-                'NaN) in the ensembled batch; targets would be NaN.')
-        targets = propagate(feats, probs, omega)[offset:offset + num]
-        if nonfinite == 'skip':
-            targets = torch.where(finite, targets, own_probs)
+    feats, probs = soften(feats, logits, temperature)
+    own_probs, offset, num = probs, 0, feats.size(0)
+    if global_ensemble:
+        feats, probs, offset = gather_ensemble_batch(feats, probs,
+                                                     ensemble_group_size)
+    targets, check = propagate(feats, probs, omega)
+    targets = targets[offset:offset + num]
+    if nonfinite == 'skip':
+        return torch.where(torch.isfinite(check), targets, own_probs)
+    if not math.isfinite(check.item()):
+        raise ValueError(
+            'knowledge_ensemble got non-finite feats or logits (inf or '
+            'NaN) in the ensembled batch; targets would be NaN.')
     return targets

@@ -115,6 +115,24 @@ def test_gradient_reaches_logits_not_targets():
     torch.testing.assert_close(logits.grad, expected)
 
 
+def test_copies_and_pickles_of_a_head_train_the_same():
+    import pickle
+    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
+                    global_ensemble=False)
+    feats, samples = linear_feats(), class_aware_samples()
+    expected = head.loss(feats, samples)['loss_bake']
+    # mmengine's EMA deep-copies the model; spawn-based launchers pickle it.
+    for clone in (copy.deepcopy(head), pickle.loads(pickle.dumps(head))):
+        assert clone._graphs is not head._graphs and len(clone._graphs) == 0
+        torch.testing.assert_close(clone.loss(feats, samples)['loss_bake'],
+                                   expected)
+    eager = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
+                     global_ensemble=False, cuda_graph=False)
+    eager.load_state_dict(head.state_dict(), strict=True)
+    torch.testing.assert_close(eager.loss(feats, samples)['loss_bake'],
+                               expected)
+
+
 def test_training_step_updates_weights_through_bake_term():
     head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                     global_ensemble=False)

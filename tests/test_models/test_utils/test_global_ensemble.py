@@ -80,3 +80,36 @@ def test_global_ensemble_in_process_group(world_size):
         # predictions (no BAKE term), and no rank waits on another.
         torch.testing.assert_close(out['nonfinite'], out['own'],
                                    equal_nan=True)
+
+
+def head_cases(rank, world_size):
+    """BAKEHead's loss and logit gradient with a gathered batch."""
+    from mmbake.models import BAKEHead
+    out = {}
+    for sizes, group_size in CASES[world_size]:
+        feats, logits = rank_batch(rank, sizes)
+        logits.requires_grad_(True)
+        head = BAKEHead(num_classes=CLASSES, in_channels=DIM,
+                        ensemble_group_size=group_size, bake_weight=0.7)
+        loss = head._bake_loss(feats, logits)
+        loss.backward()
+        out[sizes, group_size] = (loss.detach(), logits.grad)
+    return out
+
+
+@pytest.mark.parametrize('world_size', [2, 3])
+def test_head_loss_over_gathered_batch(world_size):
+    results = run_distributed(head_cases, world_size)
+    for rank, out in enumerate(results):
+        for sizes, group_size in CASES[world_size]:
+            loss, grad = out[sizes, group_size]
+            # The rank's rows of the group's ensemble, distilled into this
+            # rank's logits only: KL averaged over this rank's images.
+            targets = expected_targets(rank, sizes, group_size)
+            logits = rank_batch(rank, sizes)[1].requires_grad_(True)
+            log_student = torch.log_softmax(logits / 4.0, dim=1)
+            expected = 0.7 * 16.0 * torch.nn.functional.kl_div(
+                log_student, targets, reduction='batchmean')
+            expected.backward()
+            torch.testing.assert_close(loss, expected.detach())
+            torch.testing.assert_close(grad, logits.grad)
