@@ -191,15 +191,22 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
           'models in shuffled order in each round')
     result = dict(linear_ms=plain * 1e3, repeats=repeats, batch=batch,
                   size=size, amp=amp, channels_last=channels_last, heads={})
+    # Paired: the median over rounds of (this model - plain model) in the
+    # same round, which cancels the drift between rounds.
     print(f'{"head":<28} {"q1 (ms)":>9} {"median":>9} {"q3 (ms)":>9} '
-          f'{"ratio":>8} {"overhead":>9}')
+          f'{"ratio":>8} {"overhead":>9} {"paired":>9}')
     for name, values in times.items():
         first, median, third = (v * 1e3 for v in quartiles(values))
         ratio = medians[name] / plain
+        paired = statistics.median(
+            mine - base
+            for mine, base in zip(values, times['LinearClsHead'])) / plain
         print(f'{name:<28} {first:>9.2f} {median:>9.2f} {third:>9.2f} '
-              f'{ratio:>8.4f} {100 * (ratio - 1):>+8.2f}%')
+              f'{ratio:>8.4f} {100 * (ratio - 1):>+8.2f}% '
+              f'{100 * paired:>+8.2f}%')
         result['heads'][name] = dict(q1_ms=first, median_ms=median,
-                                     q3_ms=third, ratio=ratio)
+                                     q3_ms=third, ratio=ratio,
+                                     paired_overhead=paired)
     result['bake_ms'] = medians['BAKEHead'] * 1e3
     result['ratio'] = medians['BAKEHead'] / plain
     return result

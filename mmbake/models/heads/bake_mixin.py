@@ -13,7 +13,8 @@ from ..utils import (CUDAGraphCache, PrecomputedGradient, ensemble_world_size,
 
 
 def _check_bake_args(omega: float, temperature: float, bake_weight: float,
-                     ensemble_group_size: Optional[int]) -> None:
+                     ensemble_group_size: Optional[int],
+                     cuda_graph: bool) -> None:
     """Raise a ValueError naming the first BAKE argument out of range."""
     if not isinstance(omega, (int, float)) or not 0.0 <= omega < 1.0:
         raise ValueError(f'omega must be a float in [0, 1), but got {omega!r}.')
@@ -29,6 +30,9 @@ def _check_bake_args(omega: float, temperature: float, bake_weight: float,
             or ensemble_group_size < 1):
         raise ValueError('ensemble_group_size must be None or an int >= 1, '
                          f'but got {ensemble_group_size!r}.')
+    if not isinstance(cuda_graph, bool):
+        raise ValueError(
+            f'cuda_graph must be True or False, but got {cuda_graph!r}.')
 
 
 def _run_eagerly(fn: Callable[..., Tuple[torch.Tensor, ...]],
@@ -94,14 +98,15 @@ class BAKEMixin:
                  ensemble_group_size: Optional[int] = None,
                  cuda_graph: bool = True,
                  **kwargs) -> None:
-        _check_bake_args(omega, temperature, bake_weight, ensemble_group_size)
+        _check_bake_args(omega, temperature, bake_weight, ensemble_group_size,
+                         cuda_graph)
         super().__init__(*args, **kwargs)
         self.omega = float(omega)
         self.temperature = float(temperature)
         self.bake_weight = float(bake_weight)
         self.global_ensemble = bool(global_ensemble)
         self.ensemble_group_size = ensemble_group_size
-        self.cuda_graph = bool(cuda_graph)
+        self.cuda_graph = cuda_graph
         # Not a module or buffer: never in the state_dict; deep copies
         # (EMA) start empty.
         self._graphs = CUDAGraphCache()

@@ -13,6 +13,10 @@ import torch
 
 Tensors = Tuple[torch.Tensor, ...]
 
+# torch.compiler.is_compiling exists from torch 2.3 on.
+_is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling',
+                        lambda: False)
+
 
 class CUDAGraphCache:
     """Run a pure tensor function through one CUDA graph per input layout.
@@ -109,7 +113,7 @@ class CUDAGraphCache:
                 or not inputs
                 or not all(t.is_cuda for t in inputs)):
             return False
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return False
         # Inside a graph that the user is capturing, a nested capture is
         # impossible; run eagerly so that our kernels join theirs.
@@ -135,7 +139,7 @@ class CUDAGraphCache:
                 # CUDA while we capture; only this thread's calls matter.
                 with torch.cuda.graph(graph, capture_error_mode='thread_local'):
                     packed, shapes = _Graph.pack(fn(*static_inputs))
-        except RuntimeError as error:
+        except (RuntimeError, TypeError) as error:  # TypeError: torch < 2.1
             self._failed.add(layout)
             warnings.warn(
                 'CUDAGraphCache: capturing failed, so this computation runs '

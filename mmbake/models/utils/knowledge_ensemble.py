@@ -85,10 +85,18 @@ def propagate(feats: torch.Tensor, probs: torch.Tensor,
         # One image has no mate to learn from: its target is its own
         # softened prediction (what the reference's finite mask yields).
         return probs.clone(), probs.sum()
-    if not torch.is_autocast_enabled(feats.device.type):
+    if not _autocast_enabled(feats.device.type):
         return _solve(feats, probs, omega)
     with torch.autocast(device_type=feats.device.type, enabled=False):
         return _solve(feats, probs, omega)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type (True if unknown)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return True
 
 
 def _solve(feats: torch.Tensor, probs: torch.Tensor,

@@ -219,6 +219,7 @@ def test_warns_when_batches_are_not_class_aware():
     (dict(temperature=-1.0), 'temperature must be a float > 0'),
     (dict(bake_weight=-1.0), 'bake_weight must be a float >= 0'),
     (dict(ensemble_group_size=0), 'ensemble_group_size must be None or an'),
+    (dict(cuda_graph='no'), "cuda_graph must be True or False, but got 'no'"),
     (dict(num_classes=0), 'num_classes=0 must be a positive integer'),
 ])
 def test_bad_arguments(kwargs, match):
