@@ -9,6 +9,9 @@
 # same command on every node with NNODES, NODE_RANK, MASTER_ADDR and PORT
 # set. PYTHON picks the interpreter (default: python).
 set -u
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=tools/launcher_checks.sh
+. "$ROOT/tools/launcher_checks.sh"
 
 usage() {
     echo "usage: $0 CONFIG GPUS [TRAIN_ARGS...]" >&2
@@ -27,22 +30,10 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 
-if [ ! -f "$CONFIG" ]; then
-    echo "error: config file not found: $CONFIG" >&2
-    exit 2
-fi
-if ! [[ "$GPUS" =~ ^[0-9]+$ ]] || [ "$GPUS" -lt 1 ]; then
-    echo "error: GPUS must be a positive integer (processes on this machine), got '$GPUS'" >&2
-    exit 2
-fi
-for name in NNODES NODE_RANK PORT; do
-    if ! [[ "${!name}" =~ ^[0-9]+$ ]]; then
-        echo "error: $name must be a non-negative integer, got '${!name}'" >&2
-        exit 2
-    fi
-done
+require_file config "$CONFIG"
+require_positive GPUS "$GPUS" 'processes on this machine'
+require_non_negative NNODES NODE_RANK PORT
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

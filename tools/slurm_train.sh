@@ -7,6 +7,9 @@
 #      SRUN_ARGS (extra srun options), PYTHON (python).
 # mmengine's slurm launcher needs CUDA on the nodes.
 set -u
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=tools/launcher_checks.sh
+. "$ROOT/tools/launcher_checks.sh"
 
 if [ $# -lt 4 ]; then
     echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]" >&2
@@ -22,25 +25,12 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 
-if [ ! -f "$CONFIG" ]; then
-    echo "error: config file not found: $CONFIG" >&2
-    exit 2
-fi
-if ! [[ "$GPUS" =~ ^[0-9]+$ ]] || [ "$GPUS" -lt 1 ]; then
-    echo "error: GPUS must be a positive integer (total GPUs), got '$GPUS'" >&2
-    exit 2
-fi
+require_file config "$CONFIG"
+require_positive GPUS "$GPUS" 'total GPUs'
 GPUS_PER_NODE=${GPUS_PER_NODE:-$(( GPUS < 8 ? GPUS : 8 ))}
-if ! [[ "$GPUS_PER_NODE" =~ ^[0-9]+$ ]] || [ "$GPUS_PER_NODE" -lt 1 ]; then
-    echo "error: GPUS_PER_NODE must be a positive integer, got '$GPUS_PER_NODE'" >&2
-    exit 2
-fi
-if ! command -v srun > /dev/null 2>&1; then
-    echo "error: srun not found: slurm_train.sh needs a Slurm cluster; use tools/dist_train.sh elsewhere" >&2
-    exit 2
-fi
+require_positive GPUS_PER_NODE "$GPUS_PER_NODE"
+require_srun slurm_train.sh tools/dist_train.sh
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # SRUN_ARGS is split into words on purpose (several srun options).
 # shellcheck disable=SC2086
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \

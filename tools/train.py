@@ -138,13 +138,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     Returns:
         Config: The same config, updated.
     """
+    from mmbake.utils import set_work_dir
     cfg.launcher = args.launcher
-    # work_dir priority: command line > config > ./work_dirs/<config name>.
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'

@@ -1,8 +1,10 @@
-"""How ``tools/train.py`` and ``tools/test.py`` report errors and exit."""
+"""What ``tools/train.py`` and ``tools/test.py`` share: the work directory,
+how errors are reported, how processes exit."""
 import logging
 import os
+import os.path as osp
 import sys
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 # Errors that building a runner from a bad config raises (a registry miss, a
 # bad argument); the tools report them as one line instead of a traceback.
@@ -18,6 +20,24 @@ def debug_enabled() -> bool:
         bool: True unless the variable is unset, empty or ``0``.
     """
     return os.environ.get(DEBUG_ENV, '0') not in ('', '0')
+
+
+def set_work_dir(cfg, work_dir: Optional[str], config_path: str) -> None:
+    """Set ``cfg.work_dir`` as mmpretrain's tools do.
+
+    Priority: the command line, then the config, then
+    ``./work_dirs/<config file name without extension>``.
+
+    Args:
+        cfg (mmengine.Config): The loaded config, updated in place.
+        work_dir (str, optional): ``--work-dir`` from the command line.
+        config_path (str): Path of the config file.
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
 
 
 def say(line: str) -> None:
