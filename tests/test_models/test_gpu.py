@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from mmbake.models import BAKEHead, knowledge_ensemble
-from tests.dist_utils import free_port
+from tests.dist_utils import free_port, run_distributed
 
 pytestmark = [
     pytest.mark.gpu,
@@ -144,3 +144,45 @@ def test_deep_copy_after_capture_and_non_finite_batch():
     bake = graphed._bake_loss(feats, logits)
     bake.backward()
     assert bake.item() == 0.0 and logits.grad.abs().sum().item() == 0.0
+
+
+def gathered_graph_case(rank, world_size):
+    """Graphed and eager BAKE heads over a batch gathered from 2 ranks."""
+    import warnings
+    torch.manual_seed(0)
+    graphed = BAKEHead(num_classes=50, in_channels=64).cuda()
+    eager = BAKEHead(num_classes=50, in_channels=64, cuda_graph=False).cuda()
+    eager.load_state_dict(graphed.state_dict(), strict=True)
+    gen = torch.Generator().manual_seed(rank)
+    steps = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        # Equal sizes twice (replays), then unequal sizes across ranks.
+        for size in (12, 12, 7 + 3 * rank):
+            feats = torch.randn(size, 64, generator=gen).cuda()
+            step = []
+            for head in (graphed, eager):
+                logits = head.fc(feats).detach().requires_grad_(True)
+                loss = head._bake_loss(feats, logits)
+                loss.backward()
+                step.append((loss.detach().cpu(), logits.grad.cpu()))
+            steps.append(step)
+    failures = [str(w.message) for w in caught
+                if 'CUDAGraphCache' in str(w.message)]
+    return steps, len(graphed._graphs), failures
+
+
+def test_cuda_graphs_around_the_gather_of_two_ranks():
+    # Two processes share the one GPU (gloo carries CUDA tensors; NCCL
+    # refuses two ranks on one device): the term before the gather and the
+    # term after it are two graphs; the gather itself stays eager.
+    results = run_distributed(gathered_graph_case, 2)
+    for steps, num_graphs, failures in results:
+        assert failures == []
+        # Before the gather: batch shapes 12 and 7/10; after: gathered
+        # shapes 24 and 17 (each with this rank's offset).
+        assert num_graphs == 4
+        for (loss, grad), (ref_loss, ref_grad) in steps:
+            torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-3)
+            assert loss > 0
