@@ -1,8 +1,8 @@
-"""Pictures of BAKE's soft targets."""
-from .soft_targets import (batch_affinity, build_class_aware_batches,
-                           draw_soft_targets, format_stats,
-                           predict_soft_targets, soft_target_stats,
-                           visualize_batches)
+"""BAKE's soft targets on real batches: numbers and pictures."""
+from .soft_target_batches import (batch_affinity, build_class_aware_batches,
+                                  format_stats, predict_soft_targets,
+                                  soft_target_stats)
+from .soft_targets import draw_soft_targets, visualize_batches
 
 __all__ = [
     'build_class_aware_batches', 'predict_soft_targets', 'draw_soft_targets',
