@@ -94,35 +94,36 @@ class CUDAGraphCache:
         Returns:
             tuple[Tensor]: ``fn(*inputs)``, freshly allocated.
         """
-        layout = (key, ) + tuple((t.shape, t.dtype, t.device) for t in inputs)
-        entry = self._graphs.get(layout)
+        entry = None
+        if self._may_use_graphs(inputs):
+            layout = (key, ) + tuple(
+                (t.shape, t.dtype, t.device) for t in inputs)
+            entry = self._graphs.get(layout) or self._capture(
+                fn, inputs, layout)
         if entry is None:
-            entry = self._capture(fn, inputs, layout)
-            if entry is None:
-                with torch.no_grad():
-                    return fn(*inputs)
+            with torch.no_grad():
+                return fn(*inputs)
         with torch.no_grad():
             for static, tensor in zip(entry.inputs, inputs):
                 static.copy_(tensor)
             entry.graph.replay()
             return entry.fresh_outputs()
 
-    def _capturable(self, inputs: Tensors, layout: Hashable) -> bool:
-        """Whether a new graph may be captured for these inputs."""
-        if (layout in self._failed or len(self._graphs) >= self.max_graphs
-                or not inputs
-                or not all(t.is_cuda for t in inputs)):
+    @staticmethod
+    def _may_use_graphs(inputs: Tensors) -> bool:
+        """Whether these inputs may be computed by a (new or old) graph."""
+        if not inputs or not all(t.is_cuda for t in inputs):
             return False
-        if _is_compiling():
-            return False
-        # Inside a graph that the user is capturing, a nested capture is
-        # impossible; run eagerly so that our kernels join theirs.
-        return not torch.cuda.is_current_stream_capturing()
+        # Under torch.compile, and inside a graph that the user is
+        # capturing (no nested capture, no replay into it), run eagerly so
+        # that our kernels join theirs.
+        return not (_is_compiling()
+                    or torch.cuda.is_current_stream_capturing())
 
     def _capture(self, fn: Callable[..., Tensors], inputs: Tensors,
                  layout: Hashable) -> Optional['_Graph']:
-        """Warm up and capture ``fn`` for one layout; None if impossible."""
-        if not self._capturable(inputs, layout):
+        """Warm up and capture ``fn`` for one layout; None if not allowed."""
+        if layout in self._failed or len(self._graphs) >= self.max_graphs:
             return None
         device = inputs[0].device
         static_inputs = tuple(t.detach().clone() for t in inputs)
