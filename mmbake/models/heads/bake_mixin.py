@@ -17,7 +17,8 @@ def _check_bake_args(omega: float, temperature: float, bake_weight: float,
                      cuda_graph: bool) -> None:
     """Raise a ValueError naming the first BAKE argument out of range."""
     if not isinstance(omega, (int, float)) or not 0.0 <= omega < 1.0:
-        raise ValueError(f'omega must be a float in [0, 1), but got {omega!r}.')
+        raise ValueError(
+            f'omega must be a float in [0, 1), but got {omega!r}.')
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(
             f'temperature must be a float > 0, but got {temperature!r}.')
@@ -192,7 +193,8 @@ class BAKEMixin:
         all_feats, all_probs, offset = gather_ensemble_batch(
             feats, probs, self.ensemble_group_size)
         return run(partial(gathered_terms, offset=offset, **scalars),
-                   all_feats, all_probs, logits, key=('gathered', offset) + key)
+                   all_feats, all_probs, logits,
+                   key=('gathered', offset) + key)
 
     @staticmethod
     def _warn_if_not_class_aware(data_samples: List[DataSample]) -> None:

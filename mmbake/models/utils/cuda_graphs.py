@@ -138,7 +138,8 @@ class CUDAGraphCache:
                 torch.cuda.current_stream(device).wait_stream(side)
                 # 'thread_local': a DataLoader's pin-memory thread may use
                 # CUDA while we capture; only this thread's calls matter.
-                with torch.cuda.graph(graph, capture_error_mode='thread_local'):
+                with torch.cuda.graph(graph,
+                                      capture_error_mode='thread_local'):
                     packed, shapes = _Graph.pack(fn(*static_inputs))
         except (RuntimeError, TypeError) as error:  # TypeError: torch < 2.1
             self._failed.add(layout)
