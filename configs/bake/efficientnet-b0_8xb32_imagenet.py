@@ -4,26 +4,14 @@
 # config, so a run of this file against `efficientnet-b0_8xb32_in1k` is a
 # same-iterations, same-images comparison. The authors' numbers for this
 # architecture come from their own 100-epoch recipe (README.md).
-_base_ = 'mmpretrain::efficientnet/efficientnet-b0_8xb32_in1k.py'
+_base_ = [
+    'mmpretrain::efficientnet/efficientnet-b0_8xb32_in1k.py',
+    # custom_imports, bake_head and bake_batch_sampler
+    '../_base_/bake.py',
+]
 
-# Register BAKEHead and ClassAwareBatchSampler into mmpretrain's registries.
-custom_imports = dict(imports=['mmbake'], allow_failed_imports=False)
-
-model = dict(
-    head=dict(
-        # Same layers and state_dict keys as the inherited LinearClsHead;
-        # num_classes, in_channels, loss and topk are kept by the merge.
-        type='BAKEHead',
-        omega=0.5,
-        temperature=4.0,
-        bake_weight=1.0,
-        global_ensemble=True))
-
-train_dataloader = dict(
-    # One same-class mate per anchor (M = 1); images per iteration and
-    # iterations per epoch stay those of the stock config.
-    batch_sampler=dict(
-        type='ClassAwareBatchSampler', num_instances=2, epoch_mode='images'))
+model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
+train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
 
 # The authors trained with SyncBN; the runner converts BN layers only when
 # the job is distributed.

@@ -15,26 +15,13 @@
 #   of the same batch, so every class pair is still present in it.
 # README.md, "Mixing and label smoothing", has the details and the switch
 # to turn mixing off.
-_base_ = 'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py'
+_base_ = [
+    'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py',
+    # custom_imports, bake_head and bake_batch_sampler
+    '../_base_/bake.py',
+]
 
-# Register BAKEHead and ClassAwareBatchSampler into mmpretrain's registries.
-custom_imports = dict(imports=['mmbake'], allow_failed_imports=False)
-
-model = dict(
-    head=dict(
-        # Swin-T's stock head is a LinearClsHead on the pooled feature, so
-        # its BAKE variant is BAKEHead; the merge keeps num_classes,
-        # in_channels, the label-smoothing loss, init_cfg=None and cal_acc.
-        type='BAKEHead',
-        omega=0.5,
-        temperature=4.0,
-        bake_weight=1.0,
-        global_ensemble=True))
-
-train_dataloader = dict(
-    # One same-class mate per anchor (M = 1); images per iteration and
-    # iterations per epoch stay those of the stock config.
-    batch_sampler=dict(
-        type='ClassAwareBatchSampler', num_instances=2, epoch_mode='images'))
+model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
+train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
 
 # No sync_bn: Swin-T normalises with LayerNorm only.

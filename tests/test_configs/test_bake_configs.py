@@ -31,7 +31,8 @@ BAKE_ARGS = ('omega', 'temperature', 'bake_weight', 'global_ensemble',
 
 # Config -> the plain config it must equal apart from BAKE's part
 # ("only what BAKE needs changes"): the head type and BAKE arguments, the
-# batch sampler, SyncBN, the plugin import (and the work dir).
+# batch sampler, SyncBN, the plugin import, the shared pieces of
+# configs/_base_/bake.py (and the work dir).
 ONLY_BAKE_CHANGES = {
     'resnet50_8xb32_imagenet.py': 'mmpretrain::resnet/resnet50_8xb32_in1k.py',
     'resnet101_8xb32_imagenet.py':
@@ -115,6 +116,9 @@ def without_bake_part(cfg: Config) -> dict:
     d = plain(cfg.to_dict())
     d.pop('custom_imports', None)
     d.pop('sync_bn', None)
+    # The two pieces that configs/_base_/bake.py shares (applied below).
+    d.pop('bake_head', None)
+    d.pop('bake_batch_sampler', None)
     # Where runs are written is not part of the recipe (the Fashion-MNIST
     # twins set separate work dirs).
     d.pop('work_dir', None)
