@@ -9,40 +9,14 @@
 # MASTER_ADDR and PORT set. PYTHON picks the interpreter (default: python).
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-# shellcheck source=tools/launcher_checks.sh
-. "$ROOT/tools/launcher_checks.sh"
-
-usage() {
-    echo "usage: $0 CONFIG CHECKPOINT GPUS [TEST_ARGS...]" >&2
-    echo "  env: NNODES (1) NODE_RANK (0) MASTER_ADDR (127.0.0.1) PORT (29500) PYTHON (python)" >&2
-}
+# shellcheck source=tools/launch_common.sh
+. "$ROOT/tools/launch_common.sh"
 
 if [ $# -lt 3 ]; then
-    usage
+    echo "usage: $0 CONFIG CHECKPOINT GPUS [TEST_ARGS...]" >&2
+    echo "  env: $TORCHRUN_ENV" >&2
     exit 2
 fi
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-require_file config "$CONFIG"
-require_file checkpoint "$CHECKPOINT"
-require_positive GPUS "$GPUS" 'processes on this machine'
-require_non_negative NNODES NODE_RANK PORT
-
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$ROOT/tools/test.py" \
-    "$CONFIG" \
-    "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+require_file config "$1"
+require_file checkpoint "$2"
+launch_torchrun "$3" test.py "$1" "$2" --launcher pytorch "${@:4}"

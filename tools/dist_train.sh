@@ -10,37 +10,13 @@
 # set. PYTHON picks the interpreter (default: python).
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-# shellcheck source=tools/launcher_checks.sh
-. "$ROOT/tools/launcher_checks.sh"
-
-usage() {
-    echo "usage: $0 CONFIG GPUS [TRAIN_ARGS...]" >&2
-    echo "  env: NNODES (1) NODE_RANK (0) MASTER_ADDR (127.0.0.1) PORT (29500) PYTHON (python)" >&2
-}
+# shellcheck source=tools/launch_common.sh
+. "$ROOT/tools/launch_common.sh"
 
 if [ $# -lt 2 ]; then
-    usage
+    echo "usage: $0 CONFIG GPUS [TRAIN_ARGS...]" >&2
+    echo "  env: $TORCHRUN_ENV" >&2
     exit 2
 fi
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-require_file config "$CONFIG"
-require_positive GPUS "$GPUS" 'processes on this machine'
-require_non_negative NNODES NODE_RANK PORT
-
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$ROOT/tools/train.py" \
-    "$CONFIG" \
-    --launcher pytorch "${@:3}"
+require_file config "$1"
+launch_torchrun "$2" train.py "$1" --launcher pytorch "${@:3}"
