@@ -9,7 +9,7 @@ from typing import IO, Any, Callable, List, Optional, Tuple
 
 import torch
 
-from ._common import PATCH_MARK as _PATCH_MARK
+from ._common import PATCH_MARK, install, mark
 
 
 # Name of mmengine's pointer file to the latest checkpoint of a work dir.
@@ -94,8 +94,7 @@ def _atomic_local_save(original: Callable) -> Callable:
                 backend_args=backend_args)
         write_atomically(lambda f: torch.save(checkpoint, f), str(filename))
 
-    setattr(save_checkpoint, _PATCH_MARK, True)
-    return save_checkpoint
+    return mark(save_checkpoint)
 
 
 class _AtomicPointerFile(io.StringIO):
@@ -166,7 +165,6 @@ def _remove_outdated_after_saving(original: Callable) -> Callable:
         # Only once the new checkpoint and the pointer to it are written.
         deferred.flush()
 
-    setattr(_save_checkpoint_with_step, _PATCH_MARK, True)
     return _save_checkpoint_with_step
 
 
@@ -197,20 +195,16 @@ def patch_atomic_checkpoints() -> bool:
     import mmengine.runner.runner as runner_module
 
     original = checkpoint_module.save_checkpoint
-    if not getattr(original, _PATCH_MARK, False):
+    if not getattr(original, PATCH_MARK, False):
         wrapped = _atomic_local_save(original)
         # runner.py and the package import the function by name.
         for module in (checkpoint_module, runner_module, runner_package):
             if getattr(module, 'save_checkpoint', None) is original:
                 module.save_checkpoint = wrapped
 
-    hook_cls = hook_module.CheckpointHook
-    save_with_step = getattr(hook_cls, '_save_checkpoint_with_step', None)
-    if save_with_step is None:
+    if not install(hook_module.CheckpointHook, '_save_checkpoint_with_step',
+                   _remove_outdated_after_saving):
         return False
-    if not getattr(save_with_step, _PATCH_MARK, False):
-        hook_cls._save_checkpoint_with_step = _remove_outdated_after_saving(
-            save_with_step)
     # A module global shadows the builtin for that module only.
     hook_module.open = _pointer_open
     return True

@@ -4,7 +4,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._common import PATCH_MARK as _PATCH_MARK
+from ._common import install
 from .cpu_distributed import cpu_only
 
 
@@ -38,7 +38,6 @@ def _bfloat16_on_cpu(original: Callable, amp_cls: type) -> Callable:
         self._scale_update_param = None
         self.cast_dtype = torch.bfloat16
 
-    setattr(__init__, _PATCH_MARK, True)
     return __init__
 
 
@@ -66,7 +65,6 @@ def patch_cpu_amp_optim_wrapper() -> bool:
     """
     from mmengine.optim import AmpOptimWrapper
 
-    original = AmpOptimWrapper.__init__
-    if not getattr(original, _PATCH_MARK, False):
-        AmpOptimWrapper.__init__ = _bfloat16_on_cpu(original, AmpOptimWrapper)
-    return True
+    return install(
+        AmpOptimWrapper, '__init__',
+        lambda original: _bfloat16_on_cpu(original, AmpOptimWrapper))

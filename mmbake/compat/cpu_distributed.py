@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ._common import PATCH_MARK as _PATCH_MARK
+from ._common import install
 
 
 def cpu_only() -> bool:
@@ -51,7 +51,6 @@ def _gloo_when_cpu_only(original: Callable) -> Callable:
             world_size=int(os.environ['WORLD_SIZE']),
             **kwargs)
 
-    setattr(init_dist_pytorch, _PATCH_MARK, True)
     return init_dist_pytorch
 
 
@@ -70,13 +69,8 @@ def patch_cpu_dist_init() -> bool:
     """
     import mmengine.dist.utils as dist_utils
 
-    original = getattr(dist_utils, '_init_dist_pytorch', None)
-    if original is None:
-        return False
-    if not getattr(original, _PATCH_MARK, False):
-        # init_dist looks the function up in its module at call time.
-        dist_utils._init_dist_pytorch = _gloo_when_cpu_only(original)
-    return True
+    # init_dist looks the function up in its module at call time.
+    return install(dist_utils, '_init_dist_pytorch', _gloo_when_cpu_only)
 
 
 def cpu_module_with_device_ids(module: torch.nn.Module,
@@ -113,7 +107,6 @@ def _drop_cpu_device_ids(original: Callable) -> Callable:
             kwargs['device_ids'] = None
         original(self, module, *args, **kwargs)
 
-    setattr(__init__, _PATCH_MARK, True)
     return __init__
 
 
@@ -130,7 +123,5 @@ def patch_cpu_ddp_device_ids() -> bool:
     """
     from mmengine.model import MMDistributedDataParallel
 
-    original = MMDistributedDataParallel.__init__
-    if not getattr(original, _PATCH_MARK, False):
-        MMDistributedDataParallel.__init__ = _drop_cpu_device_ids(original)
-    return True
+    return install(MMDistributedDataParallel, '__init__',
+                   _drop_cpu_device_ids)

@@ -3,7 +3,7 @@ import functools
 import logging
 from typing import Any, Callable
 
-from ._common import PATCH_MARK as _PATCH_MARK
+from ._common import install
 
 
 def _drop_meta_config(original: Callable) -> Callable:
@@ -25,7 +25,6 @@ def _drop_meta_config(original: Callable) -> Callable:
                 level=logging.WARNING)
         return checkpoint
 
-    setattr(load_checkpoint, _PATCH_MARK, True)
     return load_checkpoint
 
 
@@ -45,7 +44,4 @@ def patch_resume_config_exec() -> bool:
     """
     from mmengine.runner import Runner
 
-    original = Runner.load_checkpoint
-    if not getattr(original, _PATCH_MARK, False):
-        Runner.load_checkpoint = _drop_meta_config(original)
-    return True
+    return install(Runner, 'load_checkpoint', _drop_meta_config)
