@@ -1,7 +1,7 @@
 """The BAKE loss, added to any mmpretrain classification head."""
 import warnings
 from functools import partial
-from typing import Callable, Hashable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,14 +34,6 @@ def _check_bake_args(omega: float, temperature: float, bake_weight: float,
     if not isinstance(cuda_graph, bool):
         raise ValueError(
             f'cuda_graph must be True or False, but got {cuda_graph!r}.')
-
-
-def _run_eagerly(fn: Callable[..., Tuple[torch.Tensor, ...]],
-                 *inputs: torch.Tensor,
-                 key: Hashable = ()) -> Tuple[torch.Tensor, ...]:
-    """``CUDAGraphCache``'s signature, without the graphs."""
-    with torch.no_grad():
-        return fn(*inputs)
 
 
 class BAKEMixin:
@@ -109,8 +101,8 @@ class BAKEMixin:
         self.ensemble_group_size = ensemble_group_size
         self.cuda_graph = cuda_graph
         # Not a module or buffer: never in the state_dict; deep copies
-        # (EMA) start empty.
-        self._graphs = CUDAGraphCache()
+        # (EMA) start empty. Without graphs it runs everything eagerly.
+        self._graphs = CUDAGraphCache(max_graphs=8 if cuda_graph else 0)
         self._layout_checked = False
 
     @property
@@ -180,21 +172,21 @@ class BAKEMixin:
             tuple[Tensor, Tensor]: See
             :func:`~mmbake.models.utils.distillation_terms`.
         """
-        run = self._graphs if self.cuda_graph else _run_eagerly
         scalars = dict(omega=self.omega, temperature=self.temperature,
                        weight=self.bake_weight)
         key = tuple(scalars.values())
         if not (self.global_ensemble
                 and ensemble_world_size(self.ensemble_group_size) > 1):
-            return run(partial(local_terms, **scalars), feats, logits,
-                       key=('local', ) + key)
-        feats, probs = run(partial(soften, temperature=self.temperature),
-                           feats, logits, key=('soften', self.temperature))
+            return self._graphs(partial(local_terms, **scalars), feats,
+                                logits, key=('local', ) + key)
+        feats, probs = self._graphs(
+            partial(soften, temperature=self.temperature), feats, logits,
+            key=('soften', self.temperature))
         all_feats, all_probs, offset = gather_ensemble_batch(
             feats, probs, self.ensemble_group_size)
-        return run(partial(gathered_terms, offset=offset, **scalars),
-                   all_feats, all_probs, logits,
-                   key=('gathered', offset) + key)
+        return self._graphs(
+            partial(gathered_terms, offset=offset, **scalars), all_feats,
+            all_probs, logits, key=('gathered', offset) + key)
 
     @staticmethod
     def _warn_if_not_class_aware(data_samples: List[DataSample]) -> None:
