@@ -6,7 +6,6 @@ The data comes from the Debian package ``dataset-fashion-mnist`` through
 ``data/fashion_mnist``); tests that need it are skipped, with the reason,
 where neither is present.
 """
-import importlib.util
 import os
 import os.path as osp
 import signal
@@ -17,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import pytest
 
+from tests.script_utils import load_script
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PREPARE_TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                         'prepare_fashion_mnist.py')
@@ -26,15 +27,6 @@ SMALL_TRAIN_IMAGES = 320
 SMALL_TEST_IMAGES = 200
 
 
-def _load_prepare_tool():
-    """Import the preparation tool from its path (``tools/`` is no package)."""
-    spec = importlib.util.spec_from_file_location('prepare_fashion_mnist',
-                                                  PREPARE_TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='session')
 def fashion_mnist_root(tmp_path_factory) -> str:
     """The full Fashion-MNIST data root (60,000 train / 10,000 test).
@@ -42,7 +34,7 @@ def fashion_mnist_root(tmp_path_factory) -> str:
     Reuses the repository's ``data/fashion_mnist`` when complete, else
     builds one from the Debian package's files with the preparation tool.
     """
-    tool = _load_prepare_tool()
+    tool = load_script(PREPARE_TOOL)
     repo_data = osp.join(REPO_ROOT, 'data', 'fashion_mnist')
     if not tool.find_problems(repo_data):
         return repo_data

@@ -1,23 +1,15 @@
 """benchmarks/report.py on a tiny hand-made result file."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 
+from tests.script_utils import load_script
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def _load_report():
-    """Import benchmarks/report.py by path (benchmarks/ is no package)."""
-    spec = importlib.util.spec_from_file_location(
-        'bench_report', osp.join(REPO_ROOT, 'benchmarks', 'report.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+report = load_script('benchmarks/report.py')
 
 # top-1 per (method, seed); BAKE - vanilla = +0.5, +0.2, -0.1 (2 wins).
 TOP1 = {

@@ -1,26 +1,18 @@
 """tools/dataset_converters/prepare_fashion_mnist.py."""
-import importlib.util
 import os
 import os.path as osp
 import sys
 
 import pytest
 
+from tests.script_utils import load_script
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                 'prepare_fashion_mnist.py')
 
 
-def load_tool():
-    """Import the tool from its path (``tools/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location('prepare_fashion_mnist',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
+tool = load_script(TOOL)
 needs_debian_files = pytest.mark.skipif(
     not tool.debian_files_present(),
     reason=f'the Debian package dataset-fashion-mnist is not installed '

@@ -9,7 +9,6 @@ config (``LinearClsHead``) with ``torch.load(weights_only=True)`` and
 accuracy back from mmpretrain's own ``tools/test.py``.
 """
 import hashlib
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -19,6 +18,8 @@ import textwrap
 import pytest
 import torch
 
+from tests.script_utils import load_script
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO, 'tools', 'model_converters', 'publish_model.py')
 BAKE_CONFIG = osp.join(REPO, 'configs', 'bake',
@@ -26,14 +27,6 @@ BAKE_CONFIG = osp.join(REPO, 'configs', 'bake',
 PLAIN_CONFIG = osp.join(REPO, 'configs', 'fashion_mnist',
                         'resnet18_1xb64_fashion-mnist.py')
 SUBPROCESS_TIMEOUT_S = 300
-
-
-def load_tool():
-    """Import the tool from its path (``tools/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location('publish_model', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_run_options(data_root: str, work_dir: str) -> dict:
@@ -88,7 +81,7 @@ def trained_run(tmp_path_factory, fashion_mnist_small_root):
 def published(trained_run):
     """Publish the run's checkpoint through the command-line entry point."""
     out = trained_run['tmp'] / 'release' / 'bake_resnet18_fashion-mnist.pth'
-    return load_tool().main([trained_run['checkpoint'], str(out)])
+    return load_script(TOOL).main([trained_run['checkpoint'], str(out)])
 
 
 def test_release_name_and_hash(published):
@@ -104,7 +97,7 @@ def test_release_name_and_hash(published):
 
 def test_release_is_reproducible(trained_run, published):
     """Same checkpoint, same bytes and name, wherever it is written."""
-    again = load_tool().publish_checkpoint(
+    again = load_script(TOOL).publish_checkpoint(
         trained_run['checkpoint'],
         str(trained_run['tmp'] / 'again' / 'bake_resnet18_fashion-mnist'))
     assert osp.basename(again) == osp.basename(published)
@@ -132,7 +125,7 @@ def test_release_holds_only_weights_and_plain_meta(trained_run, published):
 
 
 def test_sanitize_keeps_plain_data_and_drops_objects():
-    tool = load_tool()
+    tool = load_script(TOOL)
     import numpy as np
 
     dropped = []
@@ -152,7 +145,7 @@ def test_sanitize_keeps_plain_data_and_drops_objects():
 
 
 def test_rejects_checkpoint_without_weights(tmp_path):
-    tool = load_tool()
+    tool = load_script(TOOL)
     bad = tmp_path / 'bad.pth'
     torch.save(dict(meta=dict(epoch=1), optimizer=dict()), bad)
     with pytest.raises(SystemExit) as exc:

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.script_utils import load_script
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis_tools',
@@ -74,7 +76,7 @@ def _eval_top1(checkpoint: str, data_root: str) -> float:
 
     cfg = Config.fromfile(BAKE_CONFIG)
     init_default_scope('mmpretrain')
-    model = _load_tool().build_model(cfg, checkpoint)
+    model = load_script(TOOL).build_model(cfg, checkpoint)
     assert not model.training
     # The config's normalisation, as the runner applies it.
     torch.testing.assert_close(model.data_preprocessor.mean.flatten(),
@@ -96,22 +98,13 @@ def _eval_top1(checkpoint: str, data_root: str) -> float:
     return 100.0 * correct / len(dataset)
 
 
-def _load_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('visualize_soft_targets',
-                                                  TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize('extra, message', [
     (['--num-batches', '0'], '--num-batches must be >= 1'),
     (['--omega', '1.0'], '--omega must be in'),
     (['--temperature', '0'], '--temperature must be > 0'),
 ])
 def test_rejects_bad_arguments(tmp_path, capsys, extra, message):
-    tool = _load_tool()
+    tool = load_script(TOOL)
     checkpoint = tmp_path / 'fake.pth'
     checkpoint.write_bytes(b'')
     with pytest.raises(SystemExit) as exc:
@@ -121,7 +114,7 @@ def test_rejects_bad_arguments(tmp_path, capsys, extra, message):
 
 
 def test_rejects_missing_checkpoint(capsys):
-    tool = _load_tool()
+    tool = load_script(TOOL)
     with pytest.raises(SystemExit):
         tool.parse_args([BAKE_CONFIG, '/no/such/file.pth'])
     assert 'checkpoint file not found' in capsys.readouterr().err
