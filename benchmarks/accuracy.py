@@ -4,7 +4,7 @@ Trains the repository's Fashion-MNIST configs through the real runner
 (``tools/train.py``, one subprocess per run, so every run starts from a
 clean state) for three methods over several seeds, paired by seed:
 
-- ``vanilla``: configs/fashion_mnist/resnet18_1xb64_fashion-mnist.py;
+- ``vanilla``: configs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist.py;
 - ``label_smoothing``: the same config with mmpretrain's
   ``LabelSmoothLoss(label_smooth_val=0.1)`` as the head's loss;
 - ``bake``: configs/bake/resnet18_1xb64_fashion-mnist.py (the paper's
@@ -52,7 +52,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import report  # noqa: E402  (benchmarks/ is no package)
 
-VANILLA_CONFIG = 'configs/fashion_mnist/resnet18_1xb64_fashion-mnist.py'
+VANILLA_CONFIG = ('configs/fashion_mnist/'
+                  'resnet18_1xb64-vanilla_fashion-mnist.py')
 BAKE_CONFIG = 'configs/bake/resnet18_1xb64_fashion-mnist.py'
 LABEL_SMOOTH_VAL = 0.1
 BATCH_SIZE = 64

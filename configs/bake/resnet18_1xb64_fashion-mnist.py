@@ -1,8 +1,8 @@
-# BAKE twin of configs/fashion_mnist/resnet18_1xb64_fashion-mnist.py: the
-# same model, data, schedule and seed; only the head (cross-entropy plus the
-# batch-knowledge-ensembling distillation term) and the batch sampler
+# BAKE twin of configs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist.py:
+# the same model, data, schedule and seed; only the head (cross-entropy plus
+# the batch-knowledge-ensembling distillation term) and the batch sampler
 # (each anchor image brings one more image of its class) differ.
-_base_ = ['../fashion_mnist/resnet18_1xb64_fashion-mnist.py']
+_base_ = ['../fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist.py']
 
 model = dict(
     head=dict(
@@ -12,8 +12,7 @@ model = dict(
         bake_weight=1.0,
     ))
 
-# Both twins share a file name: separate default work dirs keep their
-# checkpoints (and --resume) apart.
+# The twins' work dirs are grouped by family, as the configs are.
 work_dir = './work_dirs/bake/resnet18_1xb64_fashion-mnist'
 
 train_dataloader = dict(

@@ -55,7 +55,7 @@ ONLY_BAKE_CHANGES = {
     'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py',
     'resnet18_1xb64_fashion-mnist.py':
     osp.join(REPO, 'configs', 'fashion_mnist',
-             'resnet18_1xb64_fashion-mnist.py'),
+             'resnet18_1xb64-vanilla_fashion-mnist.py'),
 }
 
 # Config -> (plain head it extends, expected batch sampler settings,

@@ -17,7 +17,7 @@ DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
 SLURM_TRAIN = osp.join(REPO_ROOT, 'tools', 'slurm_train.sh')
 SLURM_TEST = osp.join(REPO_ROOT, 'tools', 'slurm_test.sh')
 PLAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'fashion_mnist',
-                        'resnet18_1xb64_fashion-mnist.py')
+                        'resnet18_1xb64-vanilla_fashion-mnist.py')
 # A hang must fail the test, not stall CI.
 DIST_TIMEOUT_S = 300
 

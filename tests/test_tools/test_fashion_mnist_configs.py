@@ -6,7 +6,7 @@ from mmengine.config import Config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PLAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'fashion_mnist',
-                        'resnet18_1xb64_fashion-mnist.py')
+                        'resnet18_1xb64-vanilla_fashion-mnist.py')
 BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 
@@ -48,9 +48,9 @@ def test_bake_twin_differs_only_in_head_and_batch_sampler():
     assert bake['train_dataloader'].pop('batch_sampler') == dict(
         type='ClassAwareBatchSampler', num_instances=2)
     assert 'batch_sampler' not in plain['train_dataloader']
-    # Same file name, so separate default work dirs.
+    # Separate work dirs keep the twins' checkpoints (and --resume) apart.
     assert plain.pop('work_dir') == (
-        './work_dirs/fashion_mnist/resnet18_1xb64_fashion-mnist')
+        './work_dirs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist')
     assert bake.pop('work_dir') == (
         './work_dirs/bake/resnet18_1xb64_fashion-mnist')
     for cfg in (plain, bake):

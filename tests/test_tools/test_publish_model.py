@@ -25,7 +25,7 @@ TOOL = osp.join(REPO, 'tools', 'model_converters', 'publish_model.py')
 BAKE_CONFIG = osp.join(REPO, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 PLAIN_CONFIG = osp.join(REPO, 'configs', 'fashion_mnist',
-                        'resnet18_1xb64_fashion-mnist.py')
+                        'resnet18_1xb64-vanilla_fashion-mnist.py')
 SUBPROCESS_TIMEOUT_S = 300
 
 

@@ -17,7 +17,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 PLAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'fashion_mnist',
-                        'resnet18_1xb64_fashion-mnist.py')
+                        'resnet18_1xb64-vanilla_fashion-mnist.py')
 BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 FINAL_LINE = re.compile(r'^Final top-1 \(val, epoch (\d+)\): (\d+\.\d\d)$',

@@ -9,9 +9,8 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-# Both twins share a file name: separate default work dirs keep their
-# checkpoints (and --resume) apart.
-work_dir = './work_dirs/fashion_mnist/resnet18_1xb64_fashion-mnist'
+# The twins' work dirs are grouped by family, as the configs are.
+work_dir = './work_dirs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist'
 
 # The first 10,000 of the 60,000 training images (classes stay balanced).
 train_dataloader = dict(dataset=dict(indices=10000))
