@@ -1,0 +1,265 @@
+"""Calibration metric: values worked out by hand, argument checks, the
+collection across two real gloo processes, and a real runner's evaluator."""
+import math
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.evaluator import Evaluator
+
+from mmbake.evaluation import Calibration
+from mmpretrain.evaluation import Accuracy
+from mmpretrain.registry import METRICS
+from mmpretrain.structures import DataSample
+from tests.dist_utils import run_distributed
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+# Four images, three classes. Top-1 class, confidence c and p[y]:
+#   0: class 0, c 0.70, right, p[y] 0.70
+#   1: class 1, c 0.60, right, p[y] 0.60
+#   2: class 0, c 0.50, wrong, p[y] 0.25
+#   3: class 2, c 0.45, wrong, p[y] 0.35
+SCORES = [
+    [0.70, 0.20, 0.10],
+    [0.30, 0.60, 0.10],
+    [0.50, 0.25, 0.25],
+    [0.20, 0.35, 0.45],
+]
+LABELS = [0, 1, 2, 1]
+# -(ln 0.7 + ln 0.6 + ln 0.25 + ln 0.35) / 4
+# = (0.356675 + 0.510826 + 1.386294 + 1.049822) / 4
+NLL = 0.8259043
+# ECE in percent for several bin counts (bins are (b/B, (b+1)/B]):
+ECE = {
+    # One bin: accuracy 2/4, mean confidence 2.25/4: |0.5 - 0.5625|.
+    1: 6.25,
+    # (0, 0.5]: images 2 and 3 (0.5 sits on the edge and closes the first
+    # bin), accuracy 0, mean confidence 0.475; (0.5, 1]: images 0 and 1,
+    # accuracy 1, mean confidence 0.65.
+    # 2/4 * 0.475 + 2/4 * 0.35 = 0.4125.
+    2: 41.25,
+    # (2/3, 1]: image 0, |1 - 0.7| = 0.3; (1/3, 2/3]: images 1-3,
+    # accuracy 1/3, mean confidence 1.55/3.
+    # 1/4 * 0.3 + 3/4 * |1/3 - 1.55/3| = 0.075 + 0.1375 = 0.2125.
+    3: 21.25,
+    # Every image alone in its bin (0.6 sits on the edge 9/15 and closes
+    # (8/15, 9/15]): the mean of |right - c| = (0.3 + 0.4 + 0.5 + 0.45) / 4.
+    15: 41.25,
+}
+
+
+def as_samples(scores, labels):
+    """Data samples as mmpretrain's heads and data pipeline fill them."""
+    return [
+        DataSample().set_gt_label(label).set_pred_score(
+            torch.tensor(score, dtype=torch.float64))
+        for score, label in zip(scores, labels)
+    ]
+
+
+def test_registered_and_built_from_config():
+    metric = METRICS.build(dict(type='Calibration', num_bins=10))
+    assert isinstance(metric, Calibration)
+    assert metric.num_bins == 10
+    assert Calibration().num_bins == 15
+
+
+@pytest.mark.parametrize('num_bins', sorted(ECE))
+def test_calculate_by_hand(num_bins):
+    out = Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
+    assert out['nll'] == pytest.approx(NLL, abs=1e-6)
+    assert out['nll'] == pytest.approx(
+        -(math.log(0.7) + math.log(0.6) + math.log(0.25) + math.log(0.35)) /
+        4, rel=1e-12)
+    assert out['ece'] == pytest.approx(ECE[num_bins], abs=1e-9)
+
+
+def test_calculate_takes_tensors_and_arrays():
+    expected = Calibration.calculate(SCORES, LABELS, num_bins=3)
+    from_tensor = Calibration.calculate(
+        torch.tensor(SCORES, dtype=torch.float64), torch.tensor(LABELS), 3)
+    from_array = Calibration.calculate(np.array(SCORES), np.array(LABELS), 3)
+    assert from_tensor == pytest.approx(expected)
+    assert from_array == pytest.approx(expected)
+
+
+def test_perfectly_calibrated_scores_have_zero_ece():
+    # Ten images at confidence 0.8, eight of them right.
+    scores = [[0.8, 0.2]] * 10
+    labels = [0] * 8 + [1] * 2
+    for num_bins in (1, 4, 15):
+        out = Calibration.calculate(scores, labels, num_bins=num_bins)
+        assert out['ece'] == pytest.approx(0.0, abs=1e-9)
+        assert out['nll'] == pytest.approx(
+            -(8 * math.log(0.8) + 2 * math.log(0.2)) / 10)
+
+
+def test_zero_probability_gives_a_finite_nll():
+    out = Calibration.calculate([[1.0, 0.0]], [1], num_bins=15)
+    # -ln(smallest normal float32) = 126 ln 2.
+    assert out['nll'] == pytest.approx(126 * math.log(2))
+    assert out['ece'] == pytest.approx(100.0)
+
+
+def test_through_mmengine_evaluator():
+    evaluator = Evaluator(metrics=[
+        Calibration(num_bins=3),
+        Calibration(num_bins=1, prefix='one_bin'),
+        Accuracy(topk=(1, )),
+    ])
+    samples = as_samples(SCORES, LABELS)
+    evaluator.process(samples[:3])
+    evaluator.process(samples[3:])
+    metrics = evaluator.evaluate(4)
+    assert metrics['calibration/nll'] == pytest.approx(NLL, abs=1e-6)
+    assert metrics['calibration/ece'] == pytest.approx(ECE[3])
+    assert metrics['one_bin/ece'] == pytest.approx(ECE[1])
+    assert metrics['accuracy/top1'] == pytest.approx(50.0)
+
+
+def test_float32_scores_bin_as_stored():
+    # float32(0.6) is just above 0.6 and moves to (0.6, 2/3] with 15 bins:
+    # ECE then pairs it with nothing else either, so the value holds.
+    metric = Calibration(num_bins=15)
+    metric.process(None, [
+        dict(pred_score=torch.tensor(s), gt_label=torch.tensor([y]))
+        for s, y in zip(SCORES, LABELS)
+    ])
+    metrics = metric.evaluate(4)
+    assert metrics['calibration/ece'] == pytest.approx(ECE[15], abs=1e-4)
+    assert metrics['calibration/nll'] == pytest.approx(NLL, abs=1e-6)
+
+
+@pytest.mark.parametrize('num_bins', [0, -3, 2.5, True, '15', None])
+def test_bad_num_bins(num_bins):
+    with pytest.raises(ValueError, match='num_bins must be an int >= 1'):
+        Calibration(num_bins=num_bins)
+    with pytest.raises(ValueError, match='num_bins'):
+        Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
+
+
+def test_bad_inputs():
+    metric = Calibration()
+    with pytest.raises(ValueError, match='pred_score'):
+        metric.process(None, [dict(pred_label=torch.tensor([0]),
+                                   gt_label=torch.tensor([0]))])
+    with pytest.raises(ValueError, match='one ground-truth label'):
+        metric.process(None, [dict(pred_score=torch.tensor([0.5, 0.5]),
+                                   gt_label=torch.tensor([0, 1]))])
+    with pytest.raises(ValueError, match=r'gt_label must lie in \[0, 2\)'):
+        Calibration.calculate([[0.5, 0.5]], [2])
+    with pytest.raises(ValueError, match='shape'):
+        Calibration.calculate(SCORES, LABELS[:3])
+    with pytest.raises(ValueError, match='shape'):
+        Calibration.calculate([0.5, 0.5], [0])
+    with pytest.raises(ValueError, match='no data samples'):
+        metric.compute_metrics([])
+
+
+def _evaluate_on_two_ranks(rank: int, world_size: int) -> dict:
+    """Each rank processes its DefaultSampler share (rank::world_size)."""
+    samples = [s.to_dict() for s in as_samples(SCORES, LABELS)]
+    full = Calibration(num_bins=3)
+    full.process(None, samples[rank::world_size])
+    # Three images on two ranks: the sampler pads rank 1 with image 0,
+    # which evaluate(3) must drop.
+    padded = Calibration(num_bins=2, prefix='padded')
+    share = (samples[:3] + samples[:1])[rank::world_size]
+    padded.process(None, share)
+    out = full.evaluate(4)
+    out.update(padded.evaluate(3))
+    return out
+
+
+@pytest.mark.dist
+def test_two_processes_match_one():
+    results = run_distributed(_evaluate_on_two_ranks, 2, timeout=180)
+    three = Calibration.calculate(SCORES[:3], LABELS[:3], num_bins=2)
+    # 3 images, 2 bins: (0, 0.5]: image 2, |0 - 0.5|; (0.5, 1]: images 0,
+    # 1, |1 - 0.65| each: (0.5 + 0.3 + 0.4) / 3 = 0.4.
+    assert three['ece'] == pytest.approx(40.0)
+    for out in results:  # BaseMetric broadcasts the result to every rank
+        assert out['calibration/nll'] == pytest.approx(NLL, abs=1e-6)
+        assert out['calibration/ece'] == pytest.approx(ECE[3])
+        assert out['padded/nll'] == pytest.approx(three['nll'])
+        assert out['padded/ece'] == pytest.approx(40.0)
+
+
+def _reference(scores: torch.Tensor, labels: torch.Tensor,
+               num_bins: int) -> dict:
+    """NLL and ECE written as plainly as possible, one image at a time."""
+    nll, bins = 0.0, [[] for _ in range(num_bins)]
+    for score, label in zip(scores.tolist(), labels.tolist()):
+        nll -= math.log(score[label])
+        confidence = max(score)
+        index = min(num_bins - 1, max(0, math.ceil(confidence * num_bins) - 1))
+        bins[index].append((confidence, score.index(confidence) == label))
+    ece = sum(
+        abs(sum(right for _, right in b) - sum(c for c, _ in b))
+        for b in bins) / len(labels)
+    return {'nll': nll / len(labels), 'ece': 100 * ece}
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning',
+                            'ignore::UserWarning')
+def test_in_a_config_with_the_runner(fashion_mnist_small_root, tmp_path):
+    """Train BAKE one epoch on 320 images; validate and test on 200."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs', 'bake',
+                 'resnet18_1xb64_fashion-mnist.py'))
+    cfg.work_dir = str(tmp_path)
+    cfg.train_cfg.max_epochs = 1
+    cfg.train_cfg.val_interval = 1
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0)]
+    cfg.train_dataloader.batch_size = 16
+    cfg.train_dataloader.dataset.pop('indices', None)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].dataset.data_root = fashion_mnist_small_root
+        cfg[name].num_workers = 0
+        cfg[name].persistent_workers = False
+    cfg.val_evaluator = [
+        dict(type='Accuracy', topk=(1, )),
+        dict(type='Calibration'),
+    ]
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.default_hooks.checkpoint.interval = 100  # no checkpoint needed
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        logged = runner.message_hub.log_scalars
+        metrics = runner.test()
+
+        scores, labels = [], []
+        runner.model.eval()
+        with torch.no_grad():
+            for batch in runner.test_dataloader:
+                for sample in runner.model.test_step(batch):
+                    scores.append(sample.pred_score)
+                    labels.append(int(sample.gt_label))
+    finally:
+        torch.set_num_threads(threads)
+
+    assert len(labels) == 200
+    expected = _reference(torch.stack(scores).double(), torch.tensor(labels),
+                          15)
+    assert metrics['calibration/nll'] == pytest.approx(
+        expected['nll'], rel=1e-6)
+    assert metrics['calibration/ece'] == pytest.approx(
+        expected['ece'], abs=1e-6)
+    top1 = 100 * float(
+        (torch.stack(scores).argmax(1) == torch.tensor(labels)).double()
+        .mean())
+    assert metrics['accuracy/top1'] == pytest.approx(top1)
+    # The validation after the epoch logged the same numbers (same model,
+    # same images).
+    assert float(logged['val/calibration/nll'].current()) == pytest.approx(
+        expected['nll'], rel=1e-6)
+    assert 0.0 < expected['ece'] < 100.0
