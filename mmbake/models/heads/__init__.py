@@ -1,10 +1,7 @@
 """BAKE classification heads."""
-from .bake_heads import (SUPPORTED_HEADS, BAKEHead,
-                         BAKEStackedLinearClsHead,
-                         BAKEVisionTransformerClsHead, make_bake_head)
-from .bake_mixin import BAKEMixin
+from .bake_head import (SUPPORTED_HEADS, BAKEHead, BAKEMixin,
+                        BAKEStackedLinearClsHead,
+                        BAKEVisionTransformerClsHead, make_bake_head)
 
-__all__ = [
-    'BAKEMixin', 'BAKEHead', 'BAKEVisionTransformerClsHead',
-    'BAKEStackedLinearClsHead', 'make_bake_head', 'SUPPORTED_HEADS'
-]
+__all__ = ['BAKEMixin', 'BAKEHead', 'BAKEVisionTransformerClsHead',
+           'BAKEStackedLinearClsHead', 'make_bake_head', 'SUPPORTED_HEADS']

@@ -1,12 +1,8 @@
-"""Functional parts of BAKE, usable without the registry."""
-from .batch_gather import ensemble_world_size, gather_ensemble_batch
-from .cuda_graphs import CUDAGraphCache
-from .distillation import (PrecomputedGradient, distillation_terms,
-                           gathered_terms, local_terms)
-from .knowledge_ensemble import knowledge_ensemble, propagate, soften
+"""BAKE as plain functions, usable without the registry."""
+from .cuda_graphs import CUDAGraphs
+from .knowledge_ensemble import (check_bake_args, distillation_kl,
+                                 knowledge_ensemble)
 
 __all__ = [
-    'knowledge_ensemble', 'propagate', 'soften', 'gather_ensemble_batch',
-    'ensemble_world_size', 'CUDAGraphCache', 'PrecomputedGradient',
-    'distillation_terms', 'local_terms', 'gathered_terms'
+    'knowledge_ensemble', 'distillation_kl', 'check_bake_args', 'CUDAGraphs'
 ]

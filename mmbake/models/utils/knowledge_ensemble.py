@@ -1,143 +1,98 @@
-"""Batch knowledge ensembling: the soft targets of BAKE."""
-import math
+"""Batch knowledge ensembling: BAKE's soft targets and distillation loss."""
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .batch_gather import gather_ensemble_batch
+from .batch_gather import ensemble_world_size, gather_ensemble_batch
+from .cuda_graphs import CUDAGraphs, run_graphed, with_gradient
 
 
-def _check_args(feats: torch.Tensor, logits: torch.Tensor, omega: float,
-                temperature: float) -> None:
-    """Validate the inputs of :func:`knowledge_ensemble`."""
-    if not 0.0 <= omega < 1.0:
-        raise ValueError(f'omega must be in [0, 1), but got {omega}.')
-    if not temperature > 0.0:
-        raise ValueError(
-            f'temperature must be > 0, but got {temperature}.')
-    if feats.dim() != 2 or logits.dim() != 2:
-        raise ValueError(
-            'feats and logits must be 2-D (batch, channels), but got shapes '
-            f'{tuple(feats.shape)} and {tuple(logits.shape)}.')
-    if feats.size(0) != logits.size(0):
-        raise ValueError(
-            'feats and logits must hold the same number of images, but got '
-            f'{feats.size(0)} and {logits.size(0)}.')
-    if feats.size(0) == 0:
-        raise ValueError('knowledge_ensemble needs at least one image.')
+def check_bake_args(omega: float,
+                    temperature: float,
+                    ensemble_group_size: Optional[int] = None,
+                    bake_weight: float = 1.0,
+                    cuda_graph: bool = True) -> None:
+    """Raise a ValueError naming the first BAKE argument out of range."""
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    group = ensemble_group_size
+    for name, value, ok, allowed in (
+        ('omega', omega, number(omega) and 0 <= omega < 1,
+         'a float in [0, 1)'),
+        ('temperature', temperature, number(temperature) and temperature > 0,
+         'a float > 0'),
+        ('ensemble_group_size', group, group is None or number(group)
+         and isinstance(group, int) and group >= 1, 'None or an int >= 1'),
+        ('bake_weight', bake_weight, number(bake_weight) and bake_weight >= 0,
+         'a float >= 0'),
+        ('cuda_graph', cuda_graph, isinstance(cuda_graph, bool),
+         'True or False'),
+    ):
+        if not ok:
+            raise ValueError(f'{name} must be {allowed}, but got {value!r}.')
 
 
-# Batch size from which the CPU path uses triangular solves (see _solve).
-_CPU_SOLVE_MIN_BATCH = 512
-
-
-def soften(feats: torch.Tensor, logits: torch.Tensor,
-           temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Unit-length features and softened predictions, float32, detached.
-
-    Args:
-        feats (Tensor): Features, shape (B, D), any floating dtype. Zero
-            rows stay zero.
-        logits (Tensor): Logits, shape (B, K), any floating dtype.
-        temperature (float): Softmax temperature ``T`` > 0.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``feats / |feats|`` and
-        ``softmax(logits / T)``, both float32 and without autograd history.
-    """
-    feats = feats.detach().float()
-    # F.normalize without its expand_as: the same numbers, one op fewer.
+def _soften(feats: torch.Tensor, logits: torch.Tensor,
+            temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Unit float32 features and ``P = softmax(logits / T)``."""
+    feats = feats.float()
+    # F.normalize without its expand_as: the same numbers, one kernel fewer.
     feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    probs = F.softmax(logits.detach().float() / temperature, dim=1)
-    return feats, probs
+    return feats, F.softmax(logits.float() / temperature, dim=1)
 
 
-def propagate(feats: torch.Tensor, probs: torch.Tensor,
-              omega: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Apply the closed-form BAKE propagation to a whole batch.
-
-    With unit features ``f``, ``E = exp(f f^T)`` with a zero diagonal and
-    ``d = E 1``, the affinity is ``A = D^-1 E`` (a row softmax of the cosine
-    similarities with the diagonal masked out) and the targets are
-    ``Q = (1 - w) (I - w A)^-1 P``. Since ``I - w A = D^-1 (D - w E)`` and
-    ``D - w E`` is symmetric and strictly diagonally dominant with a
-    positive diagonal, it is positive definite, so ``Q`` is obtained exactly
-    from one Cholesky factorisation (about B^3 / 3 flops), which is cheaper
-    than an LU solve (2 B^3 / 3) or an explicit inverse (2 B^3). The factor
-    is applied by triangular solves on CUDA and for large CPU batches, and
-    as its inverse times ``P`` for small CPU batches, whichever measured
-    faster. Autocast is off inside: everything is float32.
-
-    Args:
-        feats (Tensor): Unit-length float32 features, shape (B, D).
-        probs (Tensor): Softened float32 predictions, shape (B, K).
-        omega (float): The propagation weight ``w`` in [0, 1).
-
-    Returns:
-        tuple[Tensor, Tensor]: The ensembled targets ``Q`` (float32, shape
-        (B, K)), and ``check``, a float32 scalar that is finite exactly when
-        ``feats`` and ``probs`` were (then ``Q`` is finite too); adding it
-        to another scalar before one ``isfinite`` tests both. Nothing here
-        synchronises with the device.
-    """
-    if feats.size(0) == 1 or omega == 0.0:
-        # One image has no mate to learn from: its target is its own
-        # softened prediction (what the reference's finite mask yields).
-        return probs.clone(), probs.sum()
-    if not _autocast_enabled(feats.device.type):
-        return _solve(feats, probs, omega)
-    with torch.autocast(device_type=feats.device.type, enabled=False):
-        return _solve(feats, probs, omega)
+# Where each way of applying the Cholesky factor is fastest (CPU: both beat
+# cholesky_solve; benchmarks/solve_branches.py, docs/benchmarks.md).
+_CPU_INVERSE_BELOW = 512
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for this device type (True if unknown)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return True
-
-
-def _solve(feats: torch.Tensor, probs: torch.Tensor,
-           omega: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`propagate` for B > 1 and omega > 0, autocast off."""
-    # Cosine similarities lie in [-1, 1], so exp() cannot overflow and the
-    # row softmax needs no max-shift; that keeps E exactly symmetric.
-    sim = torch.exp(feats @ feats.t())
-    sim.fill_diagonal_(0.0)
-    degree = sim.sum(dim=1)
-    # Q = (D - w E)^-1 diag(scale) P with scale = (1 - w) d.
-    scale = degree * (1.0 - omega)
-    system = sim.mul_(-omega)
-    system.diagonal().add_(degree)
-    # Positive definite with a diagonal margin of at least (1 - w) (B - 1) /
-    # e, so the factorisation cannot fail for w < 1; the unchecked variant
-    # avoids a host synchronisation on CUDA.
-    chol, _ = torch.linalg.cholesky_ex(system)
-    # The finite check: a non-finite feature row makes every degree NaN
-    # (through its column of E), a non-finite prediction row makes its row
-    # of P, and so its sum, NaN.
-    if not system.is_cuda and feats.size(0) < _CPU_SOLVE_MIN_BATCH:
-        # On the CPU, triangular solves with K = probs.size(1) right-hand
-        # sides are slower than one matrix product for small systems
-        # (measured, docs/benchmarks.md): form the inverse from the same
-        # factor (still exact), scale its columns (B x B) rather than the
-        # rows of P (B x K), and multiply.
-        inverse = torch.cholesky_inverse(chol).mul_(scale)
-        return inverse @ probs, probs.sum() + scale.sum()
-    rhs = probs * scale.unsqueeze(1)
-    check = rhs.sum()
-    if system.is_cuda:
-        return torch.cholesky_solve(rhs, chol), check
-    # Large CPU systems: solve the transposed problem X^T = R^T L^-T L^-1,
-    # the right-hand sides on the right, which LAPACK/MKL runs faster than
-    # cholesky_solve's left-sided solves (measured: 170 vs 214 ms at
-    # B = 4096).
-    rows = torch.linalg.solve_triangular(chol.mT, rhs.t(), upper=True,
+def _solve(chol: torch.Tensor, probs: torch.Tensor,
+           scale: torch.Tensor) -> torch.Tensor:
+    """``(L L^T)^-1 diag(scale) P`` for the Cholesky factor ``L``."""
+    if chol.is_cuda:
+        return torch.cholesky_solve(probs * scale.unsqueeze(1), chol)
+    if chol.size(0) < _CPU_INVERSE_BELOW:
+        return torch.cholesky_inverse(chol).mul_(scale) @ probs
+    # Solves of the transposed system with the right-hand sides on the
+    # right, which LAPACK runs faster than cholesky_solve's.
+    rows = (probs * scale.unsqueeze(1)).t()
+    rows = torch.linalg.solve_triangular(chol.mT, rows, upper=True,
                                          left=False)
     rows = torch.linalg.solve_triangular(chol, rows, upper=False, left=False)
-    return rows.t().contiguous(), check
+    return rows.t().contiguous()
+
+
+def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
+               start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``Q`` for unit ``feats`` and ``P = probs``."""
+    own = probs[start:stop]
+    if feats.size(0) == 1 or omega == 0.0:
+        # One image has no mate: Q = P, as the authors' finite mask gives.
+        return own.clone()
+    with torch.autocast(feats.device.type, enabled=False):
+        # Cosines lie in [-1, 1]: exp() cannot overflow, so the row softmax
+        # needs no max-shift, which keeps E exactly symmetric.
+        system = torch.exp(feats @ feats.t())
+        system.fill_diagonal_(0.0)
+        degree = system.sum(dim=1)
+        system.mul_(-omega).diagonal().add_(degree)
+        # Positive definite for w < 1: the unchecked factorisation cannot
+        # fail and needs no host synchronisation.
+        chol, _ = torch.linalg.cholesky_ex(system)
+        targets = _solve(chol, probs, degree * (1.0 - omega))[start:stop]
+    # A non-finite feature makes every degree NaN, a non-finite prediction
+    # the sum of P.
+    return torch.where(torch.isfinite(probs.sum() + degree.sum()), targets,
+                       own)
+
+
+def _local_targets(feats: torch.Tensor, logits: torch.Tensor, omega: float,
+                   temperature: float) -> torch.Tensor:
+    return _propagate(*_soften(feats, logits, temperature), omega, 0,
+                      feats.size(0))
 
 
 @torch.no_grad()
@@ -147,71 +102,84 @@ def knowledge_ensemble(feats: torch.Tensor,
                        temperature: float = 4.0,
                        global_ensemble: bool = False,
                        ensemble_group_size: Optional[int] = None,
-                       nonfinite: str = 'raise') -> torch.Tensor:
-    """Ensemble the predictions of similar images in a batch (BAKE).
+                       cuda_graphs: Optional[CUDAGraphs] = None
+                       ) -> torch.Tensor:
+    """The BAKE targets ``Q = (1 - w) (I - w A)^-1 softmax(logits / T)``.
 
-    For unit-normalised features ``f_i`` the affinity is the row softmax of
-    the cosine similarities ``f_i . f_j`` over ``j != i`` (no temperature),
-    ``P = softmax(logits / T)``, and the soft targets are
-
-    ``Q = (1 - omega) * (I - omega * A)^-1 P``,
-
-    the closed form of propagating knowledge through the batch for infinitely
-    many steps. Every row of ``Q`` sums to one. The computation is exact (a
-    Cholesky solve, see :func:`propagate`), runs in float32 whatever the
-    input dtype (autocast is switched off inside), and is never tracked by
-    autograd.
+    ``A`` is the row softmax of the cosine similarities ``f_i . f_j`` over
+    ``j != i`` (no temperature). With ``E = exp(f f^T)`` (zero diagonal) and
+    ``d = E 1``, ``I - w A = D^-1 (D - w E)``, and ``D - w E`` is symmetric
+    and strictly diagonally dominant, so one Cholesky factorisation (B^3 / 3
+    flops; an explicit inverse takes 2 B^3) gives ``Q = (D - w E)^-1 (1 - w)
+    D P`` exactly. Float32, autocast off, no autograd; rows sum to one. A
+    non-finite value in the ensembled batch gives every row (every rank) its
+    own ``softmax(logits / T)``, without a host synchronisation.
 
     Args:
-        feats (Tensor): Features of the batch, shape (B, D): the head's
-            ``pre_logits``. Zero vectors are allowed.
-        logits (Tensor): Logits of the batch, shape (B, K).
-        omega (float): Propagation weight in [0, 1). ``0`` returns
-            ``softmax(logits / T)``. Defaults to 0.5.
-        temperature (float): Softmax temperature ``T`` > 0 for the
-            predictions. Defaults to 4.0.
-        global_ensemble (bool): Inside an initialised process group, gather
-            the features and predictions of every rank (ranks may hold
-            different batch sizes), build the affinity over the global batch
-            and return this rank's rows. Without a process group it is the
-            local computation. Defaults to False.
-        ensemble_group_size (int, optional): With ``global_ensemble``,
-            ensemble within consecutive groups of this many ranks instead of
-            over all ranks (the last group may be smaller). None means all
-            ranks. Defaults to None.
-        nonfinite (str): What to do when the ensembled batch holds inf or
-            NaN (e.g. an fp16 overflow): ``'raise'`` a ValueError (this
-            check synchronises with the device), or ``'skip'``: return each
-            row's own softened prediction ``softmax(logits / T)`` for the
-            whole batch, so that the distillation term vanishes for this
-            step, without any host synchronisation. The decision is taken
-            on the gathered batch, so every rank of a group takes the same
-            branch. Defaults to ``'raise'``.
+        feats (Tensor): Features, shape (B, D): the head's ``pre_logits``.
+        logits (Tensor): Logits, shape (B, K).
+        omega (float): Propagation weight ``w`` in [0, 1). Defaults to 0.5.
+        temperature (float): Softmax temperature ``T`` > 0. Defaults to 4.0.
+        global_ensemble (bool): In a process group, ensemble over the
+            gathered batches of all ranks (sizes may differ) and return this
+            rank's rows. Defaults to False.
+        ensemble_group_size (int, optional): Ensemble within consecutive
+            groups of this many ranks; None for all. Defaults to None.
+        cuda_graphs (CUDAGraphs, optional): Replay the parts on either side
+            of the gather from these CUDA graphs (the same numbers); None
+            runs eagerly. Defaults to None.
 
     Returns:
-        Tensor: The targets ``Q`` for this rank's rows, float32, shape
-        (B, K), on the device of ``logits``. Finite inputs always give
-        finite targets.
-
-    Raises:
-        ValueError: For an argument out of range, mismatched shapes, or
-            (with ``nonfinite='raise'``) non-finite values.
+        Tensor: Float32 targets for this rank's rows, shape (B, K).
     """
-    _check_args(feats, logits, omega, temperature)
-    if nonfinite not in ('raise', 'skip'):
-        raise ValueError("nonfinite must be 'raise' or 'skip', but got "
-                         f'{nonfinite!r}.')
-    feats, probs = soften(feats, logits, temperature)
-    own_probs, offset, num = probs, 0, feats.size(0)
-    if global_ensemble:
-        feats, probs, offset = gather_ensemble_batch(feats, probs,
-                                                     ensemble_group_size)
-    targets, check = propagate(feats, probs, omega)
-    targets = targets[offset:offset + num]
-    if nonfinite == 'skip':
-        return torch.where(torch.isfinite(check), targets, own_probs)
-    if not math.isfinite(check.item()):
+    check_bake_args(omega, temperature, ensemble_group_size)
+    if feats.dim() != 2 or logits.dim() != 2 or \
+            feats.size(0) != logits.size(0) or feats.size(0) == 0:
         raise ValueError(
-            'knowledge_ensemble got non-finite feats or logits (inf or '
-            'NaN) in the ensembled batch; targets would be NaN.')
-    return targets
+            'feats and logits must be 2-D, hold the same number of images '
+            f'and at least one image, but got shapes {tuple(feats.shape)} '
+            f'and {tuple(logits.shape)}.')
+    omega, temperature = float(omega), float(temperature)
+    if not (global_ensemble and ensemble_world_size(ensemble_group_size) > 1):
+        return run_graphed(cuda_graphs, _local_targets, feats, logits, omega,
+                           temperature)
+    # Collectives stay outside the graphs.
+    feats, probs = run_graphed(cuda_graphs, _soften, feats, logits,
+                               temperature)
+    feats, probs, start = gather_ensemble_batch(feats, probs,
+                                                ensemble_group_size)
+    return run_graphed(cuda_graphs, _propagate, feats, probs, omega, start,
+                       start + logits.size(0))
+
+
+def _kl_and_gradient(logits: torch.Tensor, targets: torch.Tensor,
+                     temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    z, num = logits.float() / temperature, logits.size(0)
+    # KL(Q || p) = sum Q log Q - Q log p (0 log 0 = 0). Q has no gradient
+    # and rows summing to one, so d KL / dz = (p - Q) / (T B).
+    kl = torch.special.xlogy(targets, targets) - targets * z.log_softmax(1)
+    return kl.sum() / num, (z.softmax(1) - targets).div_(temperature * num)
+
+
+def distillation_kl(logits: torch.Tensor,
+                    targets: torch.Tensor,
+                    temperature: float,
+                    cuda_graphs: Optional[CUDAGraphs] = None) -> torch.Tensor:
+    """``KL(Q || softmax(logits / T))``, summed over classes, batch mean.
+
+    Float32, differentiable in ``logits`` only (its gradient is computed
+    with it, so that a graph can replay the whole term).
+
+    Args:
+        logits (Tensor): The student's logits, shape (B, K).
+        targets (Tensor): Targets ``Q`` without gradient, shape (B, K).
+        temperature (float): Temperature ``T`` > 0.
+        cuda_graphs (CUDAGraphs, optional): As in
+            :func:`knowledge_ensemble`. Defaults to None.
+
+    Returns:
+        Tensor: A scalar.
+    """
+    value, grad = run_graphed(cuda_graphs, _kl_and_gradient, logits.detach(),
+                              targets, float(temperature))
+    return with_gradient(value, logits, grad)

@@ -104,15 +104,17 @@ def test_gradient_reaches_logits_not_targets():
     head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                     bake_weight=0.7, temperature=3.0, global_ensemble=False)
     pre_logits = torch.randn(BATCH, IN_CHANNELS, requires_grad=True)
-    logits = torch.randn(BATCH, NUM_CLASSES, requires_grad=True)
-    loss = head._bake_loss(pre_logits, logits)
+    loss = head.loss((pre_logits, ), class_aware_samples())['loss_bake']
     loss.backward()
-    # Features only feed the (detached) targets: no gradient reaches them.
-    assert pre_logits.grad is None
-    # d/dz of lambda T^2 KL(Q || softmax(z/T)) / B = lambda T (p - Q) / B.
-    targets = knowledge_ensemble(pre_logits, logits, temperature=3.0)
+    # d/dz of lambda T^2 KL(Q || softmax(z/T)) / B = lambda T (p - Q) / B,
+    # and the features get only what flows back through the logits: no
+    # gradient through the (detached) targets.
+    with torch.no_grad():
+        logits = head.fc(pre_logits)
+        targets = knowledge_ensemble(pre_logits, logits, temperature=3.0)
     expected = 0.7 * 3.0 * (F.softmax(logits / 3.0, 1) - targets) / BATCH
-    torch.testing.assert_close(logits.grad, expected)
+    torch.testing.assert_close(pre_logits.grad, expected @ head.fc.weight)
+    torch.testing.assert_close(head.fc.bias.grad, expected.sum(0))
 
 
 def test_copies_and_pickles_of_a_head_train_the_same():
@@ -184,14 +186,21 @@ def test_zero_bake_weight_is_plain_training():
     assert head.loss(linear_feats(), class_aware_samples())['loss_bake'] == 0
 
 
-def test_non_finite_batch_skips_bake_term():
+def test_non_finite_batch_ensembles_nothing():
+    # An overflowing image: nothing is ensembled in that step, so the
+    # images with finite logits get no BAKE gradient; the broken one shows
+    # in loss_ce (AMP's loss scaler skips such a step).
     head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                     global_ensemble=False)
-    feats = linear_feats()
-    feats[0][2, 3] = float('inf')
-    losses = head.loss(feats, class_aware_samples())
-    assert losses['loss_bake'] == 0
+    feats = torch.rand(BATCH, IN_CHANNELS)
+    feats[2, 3] = float('inf')
+    feats.requires_grad_(True)
+    losses = head.loss((feats, ), class_aware_samples())
     assert not torch.isfinite(losses['loss_ce'])
+    losses['loss_bake'].backward()
+    finite_rows = torch.arange(BATCH) != 2
+    assert torch.equal(feats.grad[finite_rows],
+                       torch.zeros(BATCH - 1, IN_CHANNELS))
 
 
 def test_bf16_autocast_gives_finite_losses():

@@ -4,6 +4,12 @@ import torch
 
 from mmbake.models import knowledge_ensemble
 from tests.dist_utils import run_distributed
+from tests.test_models.test_utils.test_knowledge_ensemble import \
+    reference_targets as _reference
+
+
+def reference_targets(feats, logits):
+    return _reference(feats, logits, 0.5, 4.0)
 
 pytestmark = pytest.mark.dist
 
@@ -43,13 +49,13 @@ def ensemble_cases(rank, world_size):
     feats, logits = rank_batch(rank, (4, ) * world_size)
     if rank == 1:
         logits[0, 0] = float('nan')
-    out['nonfinite'] = knowledge_ensemble(
-        feats, logits, global_ensemble=True, nonfinite='skip')
+    out['nonfinite'] = knowledge_ensemble(feats, logits,
+                                          global_ensemble=True)
     out['own'] = torch.softmax(logits / 4.0, dim=1)
     return out
 
 
-def expected_targets(rank, sizes, group_size):
+def expected_targets(rank, sizes, group_size, ensemble=knowledge_ensemble):
     """Single-process computation over the concatenated group batch."""
     world = len(sizes)
     group_size = group_size or world
@@ -58,7 +64,7 @@ def expected_targets(rank, sizes, group_size):
     batches = [rank_batch(r, sizes) for r in members]
     feats = torch.cat([b[0] for b in batches])
     logits = torch.cat([b[1] for b in batches])
-    targets = knowledge_ensemble(feats, logits)
+    targets = ensemble(feats, logits)
     offset = sum(sizes[r] for r in members if r < rank)
     return targets[offset:offset + sizes[rank]]
 
@@ -74,6 +80,11 @@ def test_global_ensemble_in_process_group(world_size):
             # concatenated batch, though ranks hold different sizes.
             torch.testing.assert_close(
                 targets, expected_targets(rank, sizes, group_size))
+            # ... and to the float64 explicit inverse within 1e-6.
+            torch.testing.assert_close(
+                targets.double(),
+                expected_targets(rank, sizes, group_size, reference_targets),
+                atol=1e-6, rtol=0)
         assert 'same feature and class dimensions' in out['mismatch']
         assert '(16, 7), (17, 7)' in out['mismatch']
         # A NaN on rank 1 makes every rank fall back to its own
@@ -82,18 +93,24 @@ def test_global_ensemble_in_process_group(world_size):
                                    equal_nan=True)
 
 
-def head_cases(rank, world_size):
-    """BAKEHead's loss and logit gradient with a gathered batch."""
+def make_head(group_size):
     from mmbake.models import BAKEHead
+    torch.manual_seed(0)  # the same weights on every rank
+    return BAKEHead(num_classes=CLASSES, in_channels=DIM, bake_weight=0.7,
+                    ensemble_group_size=group_size)
+
+
+def head_cases(rank, world_size):
+    """BAKEHead's loss and feature gradient with a gathered batch."""
+    from mmpretrain.structures import DataSample
     out = {}
     for sizes, group_size in CASES[world_size]:
-        feats, logits = rank_batch(rank, sizes)
-        logits.requires_grad_(True)
-        head = BAKEHead(num_classes=CLASSES, in_channels=DIM,
-                        ensemble_group_size=group_size, bake_weight=0.7)
-        loss = head._bake_loss(feats, logits)
+        feats = rank_batch(rank, sizes)[0].requires_grad_(True)
+        samples = [DataSample().set_gt_label(i // 2 % CLASSES)
+                   for i in range(sizes[rank])]
+        loss = make_head(group_size).loss((feats, ), samples)['loss_bake']
         loss.backward()
-        out[sizes, group_size] = (loss.detach(), logits.grad)
+        out[sizes, group_size] = (loss.detach(), feats.grad)
     return out
 
 
@@ -103,13 +120,22 @@ def test_head_loss_over_gathered_batch(world_size):
     for rank, out in enumerate(results):
         for sizes, group_size in CASES[world_size]:
             loss, grad = out[sizes, group_size]
-            # The rank's rows of the group's ensemble, distilled into this
-            # rank's logits only: KL averaged over this rank's images.
-            targets = expected_targets(rank, sizes, group_size)
-            logits = rank_batch(rank, sizes)[1].requires_grad_(True)
-            log_student = torch.log_softmax(logits / 4.0, dim=1)
+            # The rank's rows of the group's ensemble of the head's logits,
+            # distilled into this rank's logits only: KL averaged over this
+            # rank's images, no gradient through the targets.
+            head = make_head(group_size)
+            group = group_size or world_size
+            members = range(rank // group * group,
+                            min(rank // group * group + group, world_size))
+            all_feats = torch.cat([rank_batch(r, sizes)[0] for r in members])
+            with torch.no_grad():
+                targets = knowledge_ensemble(all_feats, head.fc(all_feats))
+            start = sum(sizes[r] for r in members if r < rank)
+            targets = targets[start:start + sizes[rank]]
+            feats = rank_batch(rank, sizes)[0].requires_grad_(True)
+            log_student = torch.log_softmax(head.fc(feats) / 4.0, dim=1)
             expected = 0.7 * 16.0 * torch.nn.functional.kl_div(
                 log_student, targets, reduction='batchmean')
             expected.backward()
             torch.testing.assert_close(loss, expected.detach())
-            torch.testing.assert_close(grad, logits.grad)
+            torch.testing.assert_close(grad, feats.grad)
