@@ -6,19 +6,28 @@ Prints, in one run:
     formula used by public implementations, for growing batch sizes B
     (D = 2048 features, K = 1000 classes), medians over repetitions;
 (b) the training-step time (forward + backward + SGD step) of an mmpretrain
-    ResNet-50 at 224 px, batch 32, with ``BAKEHead`` against
-    ``LinearClsHead`` on the same images in the same process, alternating,
-    medians and their ratio.
+    ResNet-50 at 224 px, batch 32, with ``BAKEHead`` (CUDA graphs on and
+    off) against ``LinearClsHead`` and an identical control model, on the
+    same images in the same process, in a shuffled order each round:
+    medians, quartiles and the paired per-round overhead. With
+    ``--simulate-ranks N`` the BAKE heads also ensemble over a gathered
+    batch of N x 32 images, as each rank of the ``8xb32`` recipe does:
+    the other ranks' rows are fixed features and predictions of a first
+    forward pass, handed in where the gather would be (no communication).
 
 Examples::
 
     python benchmarks/bake_overhead.py                      # CPU, both parts
     python benchmarks/bake_overhead.py --device cuda --amp --channels-last
+    python benchmarks/bake_overhead.py --device cuda --amp --channels-last \
+        --skip-ensemble --simulate-ranks 8
     python benchmarks/bake_overhead.py --skip-step --sizes 64 256 1024
 
 Timings are printed, never asserted; docs/benchmarks.md records them.
 """
 import argparse
+import contextlib
+import importlib
 import json
 import platform
 import random
@@ -122,10 +131,50 @@ def bench_ensemble(sizes: List[int], device: torch.device,
 STEP_HEADS = {
     'LinearClsHead': dict(type='LinearClsHead'),
     'LinearClsHead (control)': dict(type='LinearClsHead'),
-    'BAKEHead': dict(type='BAKEHead', global_ensemble=False),
-    'BAKEHead(cuda_graph=False)': dict(type='BAKEHead', global_ensemble=False,
-                                       cuda_graph=False),
+    'BAKEHead': dict(type='BAKEHead'),
+    'BAKEHead(cuda_graph=False)': dict(type='BAKEHead', cuda_graph=False),
 }
+
+
+@contextlib.contextmanager
+def simulated_ranks(num_ranks: int, feats: torch.Tensor,
+                    probs: torch.Tensor):
+    """Make the BAKE heads ensemble as rank 0 of ``num_ranks`` ranks.
+
+    ``knowledge_ensemble`` then takes its global path (graphs before and
+    after the gather) and the gather returns this rank's rows followed by
+    ``feats`` / ``probs``, the rows of the other ``num_ranks - 1`` ranks.
+    """
+    module = importlib.import_module('mmbake.models.utils.knowledge_ensemble')
+    saved = module.ensemble_world_size, module.gather_ensemble_batch
+
+    def gather(own_feats, own_probs, group_size=None):
+        return (torch.cat([own_feats, feats]), torch.cat([own_probs, probs]),
+                0)
+
+    module.ensemble_world_size = lambda group_size=None: num_ranks
+    module.gather_ensemble_batch = gather
+    try:
+        yield
+    finally:
+        module.ensemble_world_size, module.gather_ensemble_batch = saved
+
+
+def other_ranks_rows(model: torch.nn.Module, images: torch.Tensor,
+                     num_ranks: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Unit features and softened predictions standing in for the rows of
+    ``num_ranks - 1`` other ranks: this model's, on noisy copies of the
+    batch."""
+    with torch.no_grad():
+        rows = []
+        for rank in range(1, num_ranks):
+            noisy = images + 0.1 * rank * torch.randn_like(images)
+            feats = model.extract_feat(noisy)
+            rows.append((model.head.pre_logits(feats),
+                         model.head(feats)))
+    feats = F.normalize(torch.cat([f for f, _ in rows]).float(), dim=1)
+    probs = F.softmax(torch.cat([z for _, z in rows]).float() / 4.0, dim=1)
+    return feats, probs
 
 
 def build_classifier(head_cfg: dict, device: torch.device,
@@ -146,7 +195,8 @@ def build_classifier(head_cfg: dict, device: torch.device,
 
 
 def bench_step(device: torch.device, batch: int, size: int, repeats: int,
-               amp: bool, channels_last: bool) -> Dict[str, float]:
+               amp: bool, channels_last: bool,
+               simulate_ranks: int = 1) -> Dict[str, float]:
     """Part (b): step time with BAKEHead vs LinearClsHead, alternating."""
     from mmpretrain.structures import DataSample
     gen = torch.Generator().manual_seed(0)
@@ -170,6 +220,11 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
     }
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
 
+    ranks = contextlib.nullcontext()
+    if simulate_ranks > 1:
+        ranks = simulated_ranks(simulate_ranks, *other_ranks_rows(
+            models['BAKEHead'], images, simulate_ranks))
+
     def step(name: str) -> None:
         model, optim, scaler = models[name], optims[name], scalers[name]
         optim.zero_grad(set_to_none=True)
@@ -180,19 +235,22 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
         scaler.step(optim)
         scaler.update()
 
-    for name in models:  # warm up (cuDNN autotuning, allocator, graphs)
-        for _ in range(3):
-            step(name)
-    times = alternating_times(
-        {name: (lambda name=name: step(name)) for name in models}, device,
-        repeats, warmup=0)
+    with ranks:
+        for name in models:  # warm up (cuDNN autotuning, allocator, graphs)
+            for _ in range(3):
+                step(name)
+        times = alternating_times(
+            {name: (lambda name=name: step(name)) for name in models},
+            device, repeats, warmup=0)
     medians = {name: statistics.median(t) for name, t in times.items()}
     plain = medians['LinearClsHead']
     print(f'\n(b) ResNet-50 training step, {size}px, batch {batch}, '
           f'amp={amp}, channels_last={channels_last}, {repeats} rounds, '
-          'models in shuffled order in each round')
+          'models in shuffled order in each round; BAKE ensembles over '
+          f'{simulate_ranks} x {batch} images')
     result = dict(linear_ms=plain * 1e3, repeats=repeats, batch=batch,
-                  size=size, amp=amp, channels_last=channels_last, heads={})
+                  size=size, amp=amp, channels_last=channels_last,
+                  ensembled_images=simulate_ranks * batch, heads={})
     # Paired: the median over rounds of (this model - plain model) in the
     # same round, which cancels the drift between rounds.
     print(f'{"head":<28} {"q1 (ms)":>9} {"median":>9} {"q3 (ms)":>9} '
@@ -229,6 +287,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='autocast (fp16 on CUDA, bf16 on CPU)')
     parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument(
+        '--simulate-ranks', type=int, default=1,
+        help='part (b): BAKE ensembles over this many ranks\' batches, the '
+        'other ranks\' rows simulated on this device (default 1: local)')
     parser.add_argument('--skip-ensemble', action='store_true')
     parser.add_argument('--skip-step', action='store_true')
     parser.add_argument('--json', help='also write the figures to this file')
@@ -251,7 +313,7 @@ def main() -> None:
     if not args.skip_step:
         result['step'] = bench_step(device, args.batch, args.image_size,
                                     args.step_repeats, args.amp,
-                                    args.channels_last)
+                                    args.channels_last, args.simulate_ranks)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

@@ -26,12 +26,14 @@ def free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable,
-            args: tuple, queue) -> None:
+            args: tuple, queue, backend: str) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     try:
-        dist.init_process_group('gloo', rank=rank, world_size=world_size)
+        if backend == 'nccl':
+            torch.cuda.set_device(rank)
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
         # Tensors sent through a torch.multiprocessing queue live in shared
         # memory owned by the sender, which exits at once: send bytes.
         buffer = io.BytesIO()
@@ -50,14 +52,16 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable,
 
 
 def run_distributed(fn: Callable, world_size: int, *args,
-                    timeout: float = 120.0) -> List[Any]:
-    """Run ``fn(rank, world_size, *args)`` on ``world_size`` gloo ranks.
+                    timeout: float = 120.0,
+                    backend: str = 'gloo') -> List[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` ranks.
 
     Args:
         fn (Callable): A module-level (picklable) function.
         world_size (int): Number of processes.
         *args: Extra picklable arguments for ``fn``.
         timeout (float): Seconds before the run counts as hung.
+        backend (str): ``'gloo'``, or ``'nccl'`` with one GPU per rank.
 
     Returns:
         list: The return values, indexed by rank.
@@ -71,7 +75,7 @@ def run_distributed(fn: Callable, world_size: int, *args,
     port = free_port()
     procs = [
         ctx.Process(target=_worker,
-                    args=(rank, world_size, port, fn, args, queue))
+                    args=(rank, world_size, port, fn, args, queue, backend))
         for rank in range(world_size)
     ]
     for proc in procs:

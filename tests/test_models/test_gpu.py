@@ -149,37 +149,41 @@ def test_deep_copy_after_capture_and_non_finite_batch():
     assert feats.grad[finite_rows].abs().sum().item() == 0.0
 
 
+def rank_feats(rank, size):
+    return torch.randn(size, 64, generator=torch.Generator().manual_seed(
+        100 * rank + size))
+
+
+# Equal sizes twice (replays), then unequal sizes across the two ranks.
+GATHER_STEPS = [(12, 12), (12, 12), (7, 10)]
+
+
 def gathered_case(rank, world_size):
-    """BAKE heads over a batch gathered from 2 ranks: CUDA graphs on and
-    off, and on the CPU; loss_bake and the classifier gradient of each."""
+    """BAKE heads over a batch gathered from 2 ranks, CUDA graphs on and
+    off: loss_bake, the classifier gradient and the targets of each."""
     import warnings
     from mmpretrain.structures import DataSample
     heads = {}
-    for name, device, graph in (('graphed', 'cuda', True),
-                                ('eager', 'cuda', False),
-                                ('cpu', 'cpu', False)):
+    for name, graph in (('graphed', True), ('eager', False)):
         torch.manual_seed(0)
         heads[name] = BAKEHead(num_classes=50, in_channels=64,
-                               cuda_graph=graph).to(device)
-    gen = torch.Generator().manual_seed(rank)
+                               cuda_graph=graph).cuda()
     steps = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        # Equal sizes twice (replays), then unequal sizes across ranks.
-        for size in (12, 12, 7 + 3 * rank):
-            feats = torch.randn(size, 64, generator=gen)
+        for sizes in GATHER_STEPS:
+            feats = rank_feats(rank, sizes[rank]).cuda()
+            samples = [DataSample().set_gt_label(i // 2).to('cuda')
+                       for i in range(sizes[rank])]
             step = {}
             for name, head in heads.items():
-                device = head.fc.weight.device
-                samples = [DataSample().set_gt_label(i // 2).to(device)
-                           for i in range(size)]
                 head.zero_grad()
-                loss = head.loss((feats.to(device), ), samples)['loss_bake']
+                loss = head.loss((feats, ), samples)['loss_bake']
                 loss.backward()
                 with torch.no_grad():  # the targets the head trained on
                     targets = knowledge_ensemble(
-                        feats.to(device), head.fc(feats.to(device)),
-                        global_ensemble=True, cuda_graphs=head._graphs)
+                        feats, head.fc(feats), global_ensemble=True,
+                        cuda_graphs=head._graphs)
                 step[name] = (loss.detach().cpu(), head.fc.weight.grad.cpu(),
                               targets.cpu())
             steps.append(step)
@@ -188,21 +192,39 @@ def gathered_case(rank, world_size):
     return steps, len(heads['graphed']._graphs), failures
 
 
+def cpu_reference(rank, sizes):
+    """One CPU process over both ranks' images: this rank's loss_bake,
+    classifier gradient and targets."""
+    torch.manual_seed(0)
+    head = BAKEHead(num_classes=50, in_channels=64, cuda_graph=False)
+    feats = torch.cat([rank_feats(r, n) for r, n in enumerate(sizes)])
+    with torch.no_grad():
+        targets = knowledge_ensemble(feats, head.fc(feats))
+    rows = slice(sum(sizes[:rank]), sum(sizes[:rank + 1]))
+    logits = head.fc(feats[rows])
+    loss = 16.0 * torch.nn.functional.kl_div(
+        torch.log_softmax(logits / 4.0, dim=1), targets[rows],
+        reduction='batchmean')
+    loss.backward()
+    return loss.detach(), head.fc.weight.grad, targets[rows]
+
+
 def test_cuda_graphs_around_the_gather_of_two_ranks():
-    # Two processes share the one GPU (gloo carries CUDA tensors; NCCL
-    # refuses two ranks on one device): the parts before and after the
-    # gather are graphs, the gather itself stays eager.
-    results = run_distributed(gathered_case, 2)
-    for steps, num_graphs, failures in results:
+    # Two ranks: NCCL where there are two GPUs; else two processes share
+    # the one GPU over gloo (NCCL refuses two ranks on one device). The
+    # parts before and after the gather are graphs; the gather is eager.
+    backend = 'nccl' if torch.cuda.device_count() >= 2 else 'gloo'
+    results = run_distributed(gathered_case, 2, backend=backend)
+    for rank, (steps, num_graphs, failures) in enumerate(results):
         assert failures == []
         # Before the gather and the KL: local shapes 12 and 7/10; after
         # it: gathered shapes 24 and 17 (with this rank's rows). The
         # direct knowledge_ensemble calls reuse the head's graphs.
         assert num_graphs == 6
-        for step in steps:
+        for sizes, step in zip(GATHER_STEPS, steps):
             assert step['graphed'][0] > 0
             # loss, classifier gradient, targets
             for ours, eager, cpu in zip(step['graphed'], step['eager'],
-                                        step['cpu']):
+                                        cpu_reference(rank, sizes)):
                 torch.testing.assert_close(ours, eager, atol=1e-6, rtol=0)
                 torch.testing.assert_close(ours, cpu, atol=1e-5, rtol=0)
