@@ -26,6 +26,8 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, save_checkpoint
 
 from mmbake import compat
+from mmbake.compat._common import PATCH_MARK
+from mmbake.compat.resume_config import _drop_meta_config
 
 needs_weights_only_default = pytest.mark.skipif(
     not compat.weights_only_is_default(),
@@ -148,8 +150,8 @@ def test_apply_is_idempotent():
     assert after == before
     # One wrapper around mmengine's own function, not a chain of them.
     for patched in after:
-        assert getattr(patched, compat._PATCH_MARK)
-        assert not getattr(patched.__wrapped__, compat._PATCH_MARK, False)
+        assert getattr(patched, PATCH_MARK)
+        assert not getattr(patched.__wrapped__, PATCH_MARK, False)
     assert first['allowlist_checkpoint_globals'] == (
         compat.weights_only_is_default())
 
@@ -287,7 +289,10 @@ def test_write_atomically_survives_a_kill(tmp_path):
                             text=True,
                             start_new_session=True)
     try:
-        assert proc.stdout.readline().strip() == 'WRITING'
+        line = proc.stdout.readline()
+        if 'mmbake: compatibility fixes' in line:  # logged at import
+            line = proc.stdout.readline()
+        assert line.strip() == 'WRITING'
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
@@ -306,7 +311,7 @@ def test_write_atomically_survives_a_kill(tmp_path):
 
 def test_checkpoints_and_pointer_are_written_atomically(tmp_path):
     # Every name under which mmengine calls save_checkpoint is the wrapper.
-    assert getattr(mmengine_checkpoint.save_checkpoint, compat._PATCH_MARK)
+    assert getattr(mmengine_checkpoint.save_checkpoint, PATCH_MARK)
     assert runner_module.save_checkpoint is \
         mmengine_checkpoint.save_checkpoint
     assert mmengine_runner.save_checkpoint is \
@@ -357,10 +362,10 @@ def test_runner_drops_config_code_from_checkpoints(tmp_path):
                  'config': f'open({marker!r}, "w").close()\n'},
         'state_dict': {},
     }, path)
-    assert getattr(Runner.load_checkpoint, compat._PATCH_MARK)
+    assert getattr(Runner.load_checkpoint, PATCH_MARK)
     # The wrapper around a loader that returns the file as it is (a real
     # Runner.resume is in tests/test_reliability/test_checkpoint_safety.py).
-    load = compat._drop_meta_config(
+    load = _drop_meta_config(
         lambda runner, filename: torch.load(filename))
     checkpoint = load(None, path)
     assert 'config' not in checkpoint['meta']
@@ -408,3 +413,111 @@ def test_amp_optim_wrapper_refuses_float16_on_cpu():
         AmpOptimWrapper(
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             dtype='float16')
+
+
+# Run in a fresh interpreter: imports mmbake under the environment given and
+# reports what it changed in mmengine and what a load then does.
+SWITCH_PROBE = textwrap.dedent('''
+    import pickle, sys
+    import torch
+    import mmengine.dist.utils as dist_utils
+    from mmengine.hooks import CheckpointHook
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.optim import AmpOptimWrapper
+    from mmengine.runner import Runner
+    import mmengine.runner.checkpoint as mmengine_checkpoint
+
+    import mmbake
+    from mmbake import compat
+    from mmbake.compat._common import PATCH_MARK
+
+    wrapped = [getattr(f, PATCH_MARK, False) for f in (
+        dist_utils._init_dist_pytorch, MMDistributedDataParallel.__init__,
+        mmengine_checkpoint.save_checkpoint,
+        CheckpointHook._save_checkpoint_with_step, AmpOptimWrapper.__init__,
+        Runner.load_checkpoint)]
+    print('WRAPPED', sum(wrapped), 'OF', len(wrapped))
+    print('APPLY', sorted(k for k, v in compat.apply().items() if v))
+    path = sys.argv[1]
+    # mmbake's own checker loads without touching the global allowlist...
+    before = list(torch.serialization.get_safe_globals())
+    compat.load_checkpoint_weights_only(path)
+    print('ALLOWLIST_GREW', torch.serialization.get_safe_globals() != before)
+    # ...and mmengine's loader (torch's weights-only default) does what
+    # the installed libraries do.
+    try:
+        mmengine_checkpoint.CheckpointLoader.load_checkpoint(path)
+        print('MMENGINE_LOAD ok')
+    except pickle.UnpicklingError:
+        print('MMENGINE_LOAD refused')
+''')
+
+
+def run_switch_probe(tmp_path, **env) -> subprocess.CompletedProcess:
+    """Run :data:`SWITCH_PROBE` on a real training checkpoint."""
+    path = str(tmp_path / 'epoch_1.pth')
+    write_training_checkpoint(path)
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ('MMBAKE_COMPAT', 'RANK')}
+    environ.update(env)
+    return subprocess.run([sys.executable, '-c', SWITCH_PROBE, path],
+                          env=environ,
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
+
+
+def log_lines(stdout: str) -> list:
+    """The lines that mention mmbake's compatibility fixes."""
+    return [line for line in stdout.splitlines() if 'mmbake: ' in line]
+
+
+@needs_weights_only_default
+def test_switch_off_leaves_mmengine_as_installed(tmp_path):
+    result = run_switch_probe(tmp_path, MMBAKE_COMPAT='0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'WRAPPED 0 OF 6' in result.stdout
+    assert 'APPLY []' in result.stdout
+    assert 'ALLOWLIST_GREW False' in result.stdout
+    # torch's own refusal: the fix is really off.
+    assert 'MMENGINE_LOAD refused' in result.stdout
+    lines = log_lines(result.stdout)
+    assert len(lines) == 1, result.stdout
+    assert lines[0].endswith('mmbake: compatibility fixes off '
+                             '(MMBAKE_COMPAT=0): mmengine runs as installed')
+
+
+@needs_weights_only_default
+def test_fixes_on_by_default_and_named_in_one_line(tmp_path):
+    result = run_switch_probe(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'WRAPPED 6 OF 6' in result.stdout
+    assert 'MMENGINE_LOAD ok' in result.stdout
+    lines = log_lines(result.stdout)
+    assert len(lines) == 1, result.stdout
+    assert lines[0].endswith(
+        'mmbake: compatibility fixes active: allowlist_checkpoint_globals, '
+        'cpu_dist_init, cpu_ddp_device_ids, atomic_checkpoints, '
+        'cpu_amp_optim_wrapper, resume_config_exec (set MMBAKE_COMPAT=0 to '
+        'turn them off; see docs/compatibility.md)')
+    # mmengine's logger, as every other line of a run.
+    assert ' - mmengine - INFO - mmbake: ' in lines[0]
+
+
+@needs_weights_only_default
+def test_only_rank_0_logs_the_fixes(tmp_path):
+    result = run_switch_probe(tmp_path, RANK='1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert log_lines(result.stdout) == []
+
+
+def test_switch_refuses_an_unknown_value(monkeypatch):
+    monkeypatch.setenv('MMBAKE_COMPAT', 'maybe')
+    with pytest.raises(ValueError,
+                       match="MMBAKE_COMPAT must be 1 .* or 0 .*'maybe'"):
+        compat.enabled()
+    for value in ('0', 'off', 'False'):
+        monkeypatch.setenv('MMBAKE_COMPAT', value)
+        assert not compat.enabled()
+    monkeypatch.delenv('MMBAKE_COMPAT')
+    assert compat.enabled()

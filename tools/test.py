@@ -5,7 +5,8 @@ Single process::
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
 
 Several processes go through ``tools/dist_test.sh``. As in ``tools/train.py``,
-``mmbake`` is imported, bad input (command line, config, or a checkpoint
+``mmbake`` is imported, bad input (command line, config, test data that
+is not there or whose labels the head has no class for, or a checkpoint
 that is truncated or holds objects the weights-only unpickler refuses)
 ends with ``error: <message>`` and exit status 2 instead of a traceback
 (``MMBAKE_DEBUG=1`` shows it), the test top-1 is printed last, and
@@ -13,15 +14,19 @@ distributed processes leave through ``os._exit`` after tearing down the
 process group.
 """
 import argparse
-import os
-import os.path as osp
 from typing import List, Optional
 
-# Light imports only: torch, mmpretrain and mmbake load in main(), after the
-# command line is checked, so that bad input is answered at once.
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config
 
-LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+# tools/mmbake_tools, found beside this script.
+from mmbake_tools.cli import (add_run_args, apply_cfg_options,
+                              errors_as_one_line, leave_distributed,
+                              load_config, new_parser, new_runner,
+                              parse_checked)
+from mmbake_tools.data_checks import (check_data_paths, check_labels_fit,
+                                      reading_data)
+
+LOADERS = ('test_dataloader', )
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
 METRIC_SUFFIXES = ('.json', '.yaml', '.yml') + PICKLE_SUFFIXES
 
@@ -35,12 +40,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The arguments. Bad input exits with status 2.
     """
-    parser = argparse.ArgumentParser(
-        description='Test (and evaluate) a checkpoint')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir', help='the dir to save the evaluation log and metrics')
+    parser = new_parser('Test (and evaluate) a checkpoint', 'checkpoint file')
+    add_run_args(parser, 'the dir to save the evaluation log and metrics')
     parser.add_argument(
         '--out',
         help='dump the results to this file: the predictions as a pickle '
@@ -51,12 +52,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=['pred', 'metrics'],
         default='pred',
         help='what --out holds (default: pred)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, as key=value pairs (e.g. '
-        'test_dataloader.batch_size=128)')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -71,22 +66,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=1,
         help='visualize every INTERVAL-th sample with --show-dir '
         '(default: 1)')
-    parser.add_argument(
-        '--no-pin-memory',
-        action='store_true',
-        help='disable the pin_memory option of the dataloader')
-    parser.add_argument(
-        '--launcher',
-        choices=LAUNCHERS,
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-
-    if not osp.isfile(args.config):
-        parser.error(f'config file not found: {args.config}')
-    if not osp.isfile(args.checkpoint):
-        parser.error(f'checkpoint file not found: {args.checkpoint}')
+    args = parse_checked(parser, argv,
+                         'tools/dist_test.sh CONFIG CHECKPOINT GPUS')
     if args.out is not None:
         allowed = (PICKLE_SUFFIXES
                    if args.out_item == 'pred' else METRIC_SUFFIXES)
@@ -96,34 +77,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                          f'{allowed}')
     if args.interval < 1:
         parser.error(f'--interval must be >= 1, got {args.interval}')
-    if args.launcher == 'pytorch' and 'RANK' not in os.environ:
-        parser.error('--launcher pytorch needs the environment of torchrun '
-                     '(RANK, WORLD_SIZE, ...); start it through '
-                     'tools/dist_test.sh CONFIG CHECKPOINT GPUS')
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
-def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Fold the command-line arguments into the config.
+def merge_args(args: argparse.Namespace) -> Config:
+    """Load the config and fold the command-line arguments into it.
 
     Args:
-        cfg (Config): The loaded config.
         args (argparse.Namespace): The parsed arguments.
 
     Returns:
-        Config: The same config, updated.
+        Config: The merged config.
     """
-    from mmbake.utils import set_work_dir
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args.work_dir, args.config)
+    cfg = load_config(args, LOADERS, persistent_workers=False)
     cfg.load_from = args.checkpoint
     # Testing never resumes a training state.
     cfg.resume = False
-
     if args.amp:
         cfg.test_cfg.fp16 = True
-
     if args.show_dir is not None:
         hooks = cfg.get('default_hooks', {})
         if 'visualization' not in hooks:
@@ -134,22 +105,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         hooks.visualization.enable = True
         hooks.visualization.out_dir = args.show_dir
         hooks.visualization.interval = args.interval
-
-    loader_cfg = ConfigDict(
-        pin_memory=True, collate_fn=dict(type='default_collate'))
-    loader_cfg.update(cfg.test_dataloader)
-    if args.no_pin_memory:
-        loader_cfg.pin_memory = False
-    cfg.test_dataloader = loader_cfg
-
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if not cfg.test_dataloader.get('num_workers', 0):
-        # torch's DataLoader refuses persistent workers without workers.
-        cfg.test_dataloader.persistent_workers = False
-    return cfg
-
-
+    return apply_cfg_options(cfg, args, LOADERS)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -162,31 +118,25 @@ def main(argv: Optional[List[str]] = None) -> None:
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
     import mmbake  # noqa: F401
-    from mmbake.utils import (BUILD_ERRORS, debug_enabled, exit_with_error,
-                              leave_distributed)
     import mmengine
     from mmengine.evaluator import DumpResults
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     from mmbake.compat import load_checkpoint_weights_only
 
-    cfg = merge_args(Config.fromfile(args.config), args)
-    try:
+    cfg = merge_args(args)
+    with errors_as_one_line():
+        check_data_paths(cfg, LOADERS)
         # Refuse a truncated file or one holding code before building
         # anything (mmengine would load it inside runner.test()).
         load_checkpoint_weights_only(args.checkpoint)
-        if 'runner_type' not in cfg:
-            runner = Runner.from_cfg(cfg)
-        else:
-            runner = RUNNERS.build(cfg)
+        runner = new_runner(cfg)
         # Built lazily by runner.test(); built here so that bad dataloader
-        # or evaluator settings are reported before testing starts.
-        runner.test_loop  # noqa: B018
-    except BUILD_ERRORS as err:
-        if debug_enabled():
-            raise
-        exit_with_error(err)
+        # or evaluator settings, and data that is missing or does not fit
+        # the head, are reported before testing starts.
+        with reading_data(cfg, 'test_dataloader'):
+            test_loop = runner.test_loop
+        check_labels_fit(runner.model, test_loop.dataloader.dataset,
+                         'test_dataloader')
 
     if args.out is not None and args.out_item == 'pred':
         runner.test_evaluator.metrics.append(

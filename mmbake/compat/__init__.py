@@ -1,9 +1,12 @@
 """Narrow fixes for mmengine 0.10.x / mmpretrain 1.2.0 on today's torch.
 
 :func:`apply` runs once when ``mmbake`` is imported (also through a config's
-``custom_imports``). Each fix lives in its own small module of this package; each is skipped
-where the library already behaves, and each acts only in the situation that
-would otherwise fail. ``docs/compatibility.md`` describes them for users.
+``custom_imports``) and logs one line naming the fixes it made active.
+``MMBAKE_COMPAT=0`` in the environment turns every fix off: mmengine then
+runs exactly as installed. Each fix lives in its own small module of this
+package, is skipped where the library does not have the code it fixes, and
+acts only in the situation that would otherwise fail.
+``docs/compatibility.md`` describes them for users.
 
 1. :func:`allowlist_checkpoint_globals` -- torch >= 2.6 loads checkpoints
    with ``weights_only=True``; mmengine's training checkpoints hold a few
@@ -31,29 +34,38 @@ would otherwise fail. ``docs/compatibility.md`` describes them for users.
 Fixes that pins already solve (``pkg_resources`` with setuptools < 81,
 ``np.in1d`` with numpy < 2.4) are deliberately not shimmed here.
 """
+import logging
+import multiprocessing
+import os
 from typing import Callable, Dict, Tuple
 
-from ._common import PATCH_MARK as _PATCH_MARK  # noqa: F401
 from .atomic_checkpoints import patch_atomic_checkpoints, write_atomically
 from .checkpoint_loading import (allowlist_checkpoint_globals,
                                  checkpoint_is_truncated,
+                                 checkpoint_safe_globals,
                                  history_buffer_getattr,
                                  load_checkpoint_weights_only,
                                  weights_only_is_default)
 from .cpu_amp import patch_cpu_amp_optim_wrapper
 from .cpu_distributed import (cpu_module_with_device_ids, cpu_only,
                               patch_cpu_ddp_device_ids, patch_cpu_dist_init)
-from .resume_config import (  # noqa: F401
-    _drop_meta_config, patch_resume_config_exec)
+from .resume_config import patch_resume_config_exec
 
 __all__ = [
-    'apply', 'allowlist_checkpoint_globals', 'checkpoint_is_truncated',
-    'history_buffer_getattr', 'load_checkpoint_weights_only',
-    'weights_only_is_default', 'cpu_only', 'cpu_module_with_device_ids',
-    'patch_cpu_dist_init', 'patch_cpu_ddp_device_ids',
-    'patch_atomic_checkpoints', 'write_atomically',
-    'patch_cpu_amp_optim_wrapper', 'patch_resume_config_exec'
+    'SWITCH_ENV', 'apply', 'enabled', 'summary',
+    'allowlist_checkpoint_globals', 'checkpoint_is_truncated',
+    'checkpoint_safe_globals', 'history_buffer_getattr',
+    'load_checkpoint_weights_only', 'weights_only_is_default', 'cpu_only',
+    'cpu_module_with_device_ids', 'patch_cpu_dist_init',
+    'patch_cpu_ddp_device_ids', 'patch_atomic_checkpoints',
+    'write_atomically', 'patch_cpu_amp_optim_wrapper',
+    'patch_resume_config_exec'
 ]
+
+# The one switch: MMBAKE_COMPAT=0 leaves mmengine as it is installed.
+SWITCH_ENV = 'MMBAKE_COMPAT'
+_OFF_VALUES = ('0', 'false', 'off', 'no')
+_ON_VALUES = ('', '1', 'true', 'on', 'yes')
 
 _applied: Dict[str, bool] = {}
 
@@ -67,16 +79,75 @@ _PATCHES: Tuple[Tuple[str, Callable[[], bool]], ...] = (
 )
 
 
+def enabled() -> bool:
+    """Whether the environment lets mmbake apply its fixes.
+
+    Returns:
+        bool: False when ``MMBAKE_COMPAT`` is ``0`` (or ``false``, ``off``,
+        ``no``); True when it is unset, empty, ``1``, ``true``, ``on`` or
+        ``yes``.
+
+    Raises:
+        ValueError: For any other value, so that a typo does not silently
+            pick a side.
+    """
+    value = os.environ.get(SWITCH_ENV, '1').strip().lower()
+    if value in _OFF_VALUES:
+        return False
+    if value in _ON_VALUES:
+        return True
+    raise ValueError(
+        f'{SWITCH_ENV} must be 1 (compatibility fixes on, the default) or 0 '
+        f'(off), but got {os.environ[SWITCH_ENV]!r}.')
+
+
 def apply() -> Dict[str, bool]:
     """Apply every fix that the installed libraries need, once.
+
+    Nothing is changed when :func:`enabled` is False.
 
     Returns:
         dict[str, bool]: For each fix, whether it is active.
     """
-    for name, patch in _PATCHES:
-        if name not in _applied:
-            _applied[name] = patch()
-    return dict(_applied)
+    if enabled():
+        for name, patch in _PATCHES:
+            if name not in _applied:
+                _applied[name] = patch()
+    return {name: _applied.get(name, False) for name, _ in _PATCHES}
 
 
-apply()
+def summary(active: Dict[str, bool]) -> str:
+    """The line that tells a user what mmbake changed in mmengine.
+
+    Args:
+        active (dict[str, bool]): What :func:`apply` returned.
+
+    Returns:
+        str: One line naming the active fixes and the switch.
+    """
+    names = [name for name, on in active.items() if on]
+    if not enabled():
+        return (f'mmbake: compatibility fixes off ({SWITCH_ENV}=0): mmengine '
+                'runs as installed')
+    if not names:
+        return 'mmbake: no compatibility fix applies to this mmengine'
+    return (f'mmbake: compatibility fixes active: {", ".join(names)} (set '
+            f'{SWITCH_ENV}=0 to turn them off; see docs/compatibility.md)')
+
+
+def _log_once(active: Dict[str, bool]) -> None:
+    """Log :func:`summary` once per job.
+
+    Only the main process of rank 0: under torchrun every rank imports
+    mmbake, and so does every dataloader worker started with ``spawn``.
+    """
+    if os.environ.get('RANK', '0') != '0':
+        return
+    if multiprocessing.current_process().name != 'MainProcess':
+        return
+    from mmengine.logging import print_log
+
+    print_log(summary(active), logger='current', level=logging.INFO)
+
+
+_log_once(apply())

@@ -1,4 +1,5 @@
 """Fix 1: weights-only ``torch.load`` of mmengine training checkpoints."""
+import contextlib
 import os
 import pickle
 import zipfile
@@ -82,6 +83,26 @@ def _numpy_safe_globals() -> List[Any]:
     return entries
 
 
+def checkpoint_safe_globals() -> List[Any]:
+    """The types that mmengine's training checkpoints hold beyond tensors.
+
+    The checkpoint's ``message_hub`` holds HistoryBuffers (numpy arrays
+    inside, plus their statistics methods) and numpy scalars; ``meta``,
+    ``optimizer`` and ``param_schedulers`` hold only tensors and builtins.
+
+    Returns:
+        list: Entries for ``torch.serialization.add_safe_globals`` or
+        ``torch.serialization.safe_globals``.
+    """
+    from mmengine.logging import HistoryBuffer
+
+    return [
+        HistoryBuffer,
+        (history_buffer_getattr, 'builtins.getattr'),
+        *_numpy_safe_globals(),
+    ]
+
+
 def allowlist_checkpoint_globals() -> bool:
     """Let weights-only ``torch.load`` read mmengine training checkpoints.
 
@@ -89,12 +110,9 @@ def allowlist_checkpoint_globals() -> bool:
     mmengine 0.10.7's checkpoint loader calls ``torch.load`` without that
     argument, so ``resume`` and ``load_from`` of a checkpoint written by the
     runner fail with ``UnpicklingError`` (``Unsupported global: GLOBAL
-    mmengine.logging.history_buffer.HistoryBuffer``). The checkpoint's
-    ``message_hub`` holds HistoryBuffers (numpy arrays inside, plus their
-    statistics methods) and numpy scalars; ``meta``, ``optimizer`` and
-    ``param_schedulers`` hold only tensors and builtins. Exactly those types
-    are added to torch's allowlist; any other class in any file is still
-    refused.
+    mmengine.logging.history_buffer.HistoryBuffer``). Exactly the types of
+    :func:`checkpoint_safe_globals` are added to torch's process-wide
+    allowlist; any other class in any file is still refused.
 
     Returns:
         bool: True if the allowlist was extended, False where not needed
@@ -104,14 +122,21 @@ def allowlist_checkpoint_globals() -> bool:
     if not (weights_only_is_default()
             and hasattr(serialization, 'add_safe_globals')):
         return False
-    from mmengine.logging import HistoryBuffer
-
-    serialization.add_safe_globals([
-        HistoryBuffer,
-        (history_buffer_getattr, 'builtins.getattr'),
-        *_numpy_safe_globals(),
-    ])
+    serialization.add_safe_globals(checkpoint_safe_globals())
     return True
+
+
+def _allowed_for_this_load() -> contextlib.AbstractContextManager:
+    """Allow the types of :func:`checkpoint_safe_globals` for one load.
+
+    torch's ``safe_globals`` context removes its entries on exit, also those
+    that ``add_safe_globals`` had registered before (fix 1), so it is given
+    only the entries not registered already.
+    """
+    registered = set(torch.serialization.get_safe_globals())
+    return torch.serialization.safe_globals(
+        [entry for entry in checkpoint_safe_globals()
+         if entry not in registered])
 
 
 def checkpoint_is_truncated(path: str) -> bool:
@@ -139,12 +164,14 @@ def checkpoint_is_truncated(path: str) -> bool:
 def load_checkpoint_weights_only(path: str) -> Dict[str, Any]:
     """Read a checkpoint onto the CPU without running any code in it.
 
-    The weights-only unpickler is used with the allowlist of
-    :func:`allowlist_checkpoint_globals`, so mmengine training checkpoints
+    The weights-only unpickler is used with the types of
+    :func:`checkpoint_safe_globals` allowed, so mmengine training checkpoints
     and published ones load, and a file holding any other class is refused.
-    Tensors of a zip-format file are memory-mapped, not read, so checking a
-    large checkpoint is cheap. On torch < 2.6, where that allowlist is not
-    available, the file is loaded the way mmengine itself loads it there.
+    The allowlist holds only for this call (``MMBAKE_COMPAT=0`` leaves
+    torch's process-wide allowlist untouched). Tensors of a zip-format file
+    are memory-mapped, not read, so checking a large checkpoint is cheap. On
+    torch < 2.6, where that allowlist is not available, the file is loaded
+    the way mmengine itself loads it there.
 
     Args:
         path (str): The checkpoint file.
@@ -160,13 +187,18 @@ def load_checkpoint_weights_only(path: str) -> Dict[str, Any]:
         raise ValueError(
             f'{path} is not a complete checkpoint: the file was cut short '
             '(for example, the process saving it was killed).')
+    weights_only = weights_only_is_default() and hasattr(
+        torch.serialization, 'safe_globals')
     kwargs: Dict[str, Any] = dict(
-        map_location='cpu', weights_only=allowlist_checkpoint_globals())
+        map_location='cpu', weights_only=weights_only)
     if zipfile.is_zipfile(path) and digit_version(
             torch.__version__) >= digit_version('2.1.0'):
         kwargs['mmap'] = True
+    allowed = (
+        _allowed_for_this_load() if weights_only else contextlib.nullcontext())
     try:
-        checkpoint = torch.load(path, **kwargs)
+        with allowed:
+            checkpoint = torch.load(path, **kwargs)
     except pickle.UnpicklingError as err:
         # torch's message first suggests weights_only=False; keep only the
         # line that names what was refused.

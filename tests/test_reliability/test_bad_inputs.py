@@ -1,8 +1,10 @@
 """Bad input through ``tools/train.py``: a clear message, never a traceback.
 
 Each case is one real command line, as a user types it: a BAKE setting out
-of range given with ``--cfg-options``, or a dataset BAKE cannot use. The
-tool must exit with status 2 and print ``error: <message>`` naming the
+of range given with ``--cfg-options``, a dataset BAKE cannot use, a dataset
+that is not there, or labels the head has no class for (the last two also
+through ``tools/test.py`` and ``visualize_soft_targets.py``). The tool must
+exit with status 2 and print ``error: <message>`` naming the
 parameter and the allowed values, print no traceback, end within seconds
 (the runner builds the model, dataloaders and optimizer before training),
 and leave the files already in the work dir (a checkpoint, its pointer, a
@@ -24,7 +26,10 @@ import numpy as np
 import pytest
 import torch
 
-from .tool_runs import BAKE_CONFIG, TRAIN
+from .tool_runs import BAKE_CONFIG, REPO_ROOT, TEST, TRAIN
+
+VISUALIZE = osp.join(REPO_ROOT, 'tools', 'analysis_tools',
+                     'visualize_soft_targets.py')
 
 ERROR_CASES = {
     # id: (command-line additions, fragments that the message must hold)
@@ -71,11 +76,26 @@ ERROR_CASES = {
         "dtype must be 'bfloat16' (the only dtype of CPU autocast), but got "
         "'float16'"
     ]),
+    # Checked from the config, before the runner is built.
+    'data-not-there': (['<missing_root>'], [
+        'train_dataloader.dataset.data_root: ', '/nowhere does not exist',
+        'Prepare the dataset (docs/get_started.md, section "Data")',
+        '--cfg-options train_dataloader.dataset.data_root=PATH'
+    ]),
+    # The folder is there, the files are not: mmpretrain's FashionMNIST
+    # raises RuntimeError while the dataloader is built.
+    'data-files-not-there': (['<empty_root>'], [
+        "train_dataloader.dataset (FashionMNIST, data_root '",
+        'could not be read: Cannot find FashionMNIST dataset in ',
+        'Prepare the dataset (docs/get_started.md, section "Data")'
+    ]),
+    # Would be "IndexError: Target 7 is out of bounds" in the first step.
+    'labels-beyond-num_classes': (['model.head.num_classes=3'], [
+        'train_dataloader.dataset has labels up to 9',
+        'but model.head.num_classes is 3',
+        'The dataset has 10 classes: set model.head.num_classes=10'
+    ]),
 }
-# mmbake/datasets/samplers/labels.py lets the KeyError('gt_label') of
-# mmpretrain's BaseDataset.get_gt_labels() escape for an unlabelled
-# dataset, so the message is only "gt_label"; reported to the sampler's
-# owner. strict: passes once that is fixed, and then must be unmarked.
 
 
 def dataset_config(tmp_path, kind: str) -> str:
@@ -148,6 +168,13 @@ def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
             published = str(tmp_path / 'released.pth')
             torch.save({'state_dict': {}, 'meta': {'seed': 0}}, published)
             args += ['--resume', published]
+        elif item == '<missing_root>':
+            options.append('train_dataloader.dataset.data_root='
+                           f'{tmp_path / "nowhere"}')
+        elif item == '<empty_root>':
+            (tmp_path / 'empty').mkdir()
+            options.append('train_dataloader.dataset.data_root='
+                           f'{tmp_path / "empty"}')
         elif item.startswith('<'):
             config = dataset_config(tmp_path, item.strip('<>'))
         elif item.startswith('--'):
@@ -173,6 +200,47 @@ def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
     after = snapshot(work_dir)
     assert {k: after.get(k) for k in before} == before
     assert not [k for k in after if k.endswith('.pth') and k not in before]
+
+
+# The other tools that read a dataset: the dataloader each one builds.
+TOOL_LOADERS = {'test': (TEST, 'test_dataloader'),
+                'visualize': (VISUALIZE, 'train_dataloader')}
+
+
+@pytest.mark.parametrize('tool', list(TOOL_LOADERS))
+@pytest.mark.parametrize('case', ['data-not-there', 'labels'])
+def test_data_errors_are_clear_in_every_tool(tool, case, tmp_path, run_tool,
+                                             tiny_cfg_options):
+    script, loader = TOOL_LOADERS[tool]
+    checkpoint = str(tmp_path / 'weights.pth')
+    torch.save({'state_dict': {}, 'meta': {}}, checkpoint)
+    if case == 'data-not-there':
+        option = f'{loader}.dataset.data_root={tmp_path / "nowhere"}'
+        fragments = [
+            f'{loader}.dataset.data_root: {tmp_path / "nowhere"} does not '
+            'exist', 'docs/get_started.md, section "Data"'
+        ]
+    else:
+        option = 'model.head.num_classes=3'
+        fragments = [
+            f'{loader}.dataset has labels up to ',
+            'but model.head.num_classes is 3', 'The dataset has 10 classes'
+        ]
+    args = ['--out-dir', str(tmp_path / 'out')] if tool == 'visualize' \
+        else ['--work-dir', str(tmp_path / 'work')]
+
+    result = run_tool([
+        sys.executable, script, BAKE_CONFIG, checkpoint, *args,
+        '--cfg-options', *tiny_cfg_options, option
+    ], timeout=120)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith('error: ')]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0]
 
 
 def labels_of_small_root(data_root: str) -> np.ndarray:

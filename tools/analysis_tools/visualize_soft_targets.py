@@ -24,7 +24,17 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+# The tools' shared package, tools/mmbake_tools: this script's folder is on
+# sys.path, tools/ is not.
+TOOLS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if TOOLS_DIR not in sys.path:
+    sys.path.insert(0, TOOLS_DIR)
+from mmbake_tools.cli import (  # noqa: E402
+    apply_cfg_options, errors_as_one_line, new_parser, parse_checked)
+from mmbake_tools.data_checks import (  # noqa: E402
+    check_data_paths, check_label_values, reading_data)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -36,10 +46,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The arguments. Bad input exits with status 2.
     """
-    parser = argparse.ArgumentParser(
-        description='Draw the BAKE ensembled soft targets of a checkpoint')
-    parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file path')
+    parser = new_parser(
+        'Draw the BAKE ensembled soft targets of a checkpoint',
+        'checkpoint file path')
     parser.add_argument(
         '--out-dir',
         default='work_dirs/soft_targets',
@@ -66,17 +75,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=float,
         help='temperature T; the head\'s (or 4.0) by default')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, as key=value pairs')
-    args = parser.parse_args(argv)
-
-    for path, what in ((args.config, 'config'), (args.checkpoint,
-                                                 'checkpoint')):
-        if not osp.isfile(path):
-            parser.error(f'{what} file not found: {path}')
+    args = parse_checked(parser, argv)
     for name in ('num_batches', 'max_images', 'ncols', 'topk'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got '
@@ -136,18 +135,22 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     from mmbake.visualization import (build_class_aware_batches,
                                       format_stats, visualize_batches)
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = apply_cfg_options(Config.fromfile(args.config), args)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-
-    model = build_model(cfg, args.checkpoint, args.device)
-
-    batches = build_class_aware_batches(
-        cfg,
-        num_batches=args.num_batches,
-        batch_size=args.batch_size,
-        seed=args.seed)
+    with errors_as_one_line():
+        check_data_paths(cfg, ('train_dataloader', ))
+        model = build_model(cfg, args.checkpoint, args.device)
+        with reading_data(cfg, 'train_dataloader'):
+            batches = build_class_aware_batches(
+                cfg,
+                num_batches=args.num_batches,
+                batch_size=args.batch_size,
+                seed=args.seed)
+        check_label_values(
+            model, [
+                int(sample.gt_label[0]) for batch in batches['batches']
+                for sample in batch['data_samples']
+            ], 'train_dataloader', batches['classes'])
     outputs = visualize_batches(
         model,
         batches,
