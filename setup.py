@@ -1,8 +1,10 @@
 """Install mmbake: BAKE self-distillation for mmpretrain.
 
 ``pip install -e .`` for development; ``pip install .`` for a normal install,
-which also ships ``configs/``, ``tools/`` and ``model-index.yml`` inside the
-package (``mmbake/.mim/``), the way OpenMMLab packages do for ``mim``.
+which also ships ``configs/``, ``tools/``, ``model-index.yml`` and the
+released weights of ``checkpoints/`` inside the package (``mmbake/.mim/``),
+the way OpenMMLab packages do for ``mim``: the model index names them
+relative to that folder.
 """
 import os
 import os.path as osp
@@ -12,7 +14,7 @@ import sys
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
-MIM_ITEMS = ('configs', 'tools', 'model-index.yml')
+MIM_ITEMS = ('configs', 'tools', 'model-index.yml', 'checkpoints')
 
 
 def get_version() -> str:
@@ -24,7 +26,7 @@ def get_version() -> str:
 
 
 def add_mim_extension() -> None:
-    """Copy configs, tools and the model index into ``mmbake/.mim``.
+    """Copy configs, tools, the model index and weights into ``mmbake/.mim``.
 
     Only for building a wheel or a normal install: an editable install reads
     them from the repository itself (see ``mmbake/model_zoo.py``).
@@ -64,7 +66,12 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     'lite': ['mmcv-lite>=2.0.0,<2.4.0'],
     'full': ['mmcv>=2.0.0,<2.4.0'],
-    'tests': ['mmcv-lite>=2.0.0,<2.4.0', 'pytest>=7', 'matplotlib>=3.5'],
+    # pycls: the reference networks of the pycls checkpoint converter's
+    # tests (tools/model_converters/pycls_to_mmpretrain.py).
+    'tests': [
+        'mmcv-lite>=2.0.0,<2.4.0', 'pytest>=7', 'matplotlib>=3.5',
+        'pycls==0.1.1'
+    ],
 }
 
 if __name__ == '__main__':

@@ -71,6 +71,12 @@ EXPECTED = {
     (ONLY_BAKE_CHANGES['resnet18_1xb64_fashion-mnist.py'], (2, 'images'),
      dict(global_ensemble=True)),
 }
+# Configs for the authors' converted pycls checkpoints: the authors' recipe
+# with another backbone (tests/test_configs/test_authors_pycls_configs.py).
+for _stem in ('resnet50', 'resnet101', 'resnet152', 'resnext101-32x4d',
+              'resnext152-32x4d'):
+    EXPECTED[f'{_stem}_authors-pycls_in1k.py'] = EXPECTED[
+        'resnet50_8xb64-authors_imagenet.py']
 for _name, _plain in ONLY_BAKE_CHANGES.items():
     EXPECTED.setdefault(_name,
                         (_plain, (2, 'images'), dict(global_ensemble=True)))

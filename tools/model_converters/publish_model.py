@@ -164,6 +164,45 @@ def release_name(out_file: str, sha256: str,
     return f'{stem}_{date:%Y%m%d}-{sha256[:8]}.pth'
 
 
+def save_release(release: Dict[str, Any], out_file: str) -> str:
+    """Write a release dict under its published name and return the path.
+
+    The dict is serialised in memory, read back with
+    ``torch.load(weights_only=True)`` (the promise of a release), named
+    with :func:`release_name` and written atomically. Nothing is written if
+    the check fails.
+
+    Args:
+        release (dict): ``state_dict`` and plain-data ``meta``.
+        out_file (str): Requested output path (see :func:`release_name`);
+            missing folders are created.
+
+    Returns:
+        str: Path of the written file.
+    """
+    # Serialised in memory: written to a file, torch.save would embed that
+    # file's name in the archive, and the hash would depend on it.
+    buffer = io.BytesIO()
+    torch.save(release, buffer)
+    data = buffer.getvalue()
+    torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+    final = release_name(out_file, hashlib.sha256(data).hexdigest())
+
+    os.makedirs(osp.dirname(osp.abspath(final)), exist_ok=True)
+    # Written under a temporary name and renamed, so that a reader never
+    # sees a partial file under the final name.
+    tmp_path = f'{final}.{os.getpid()}.tmp'
+    try:
+        with open(tmp_path, 'wb') as f:
+            f.write(data)
+        os.replace(tmp_path, final)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    return final
+
+
 def publish_checkpoint(in_file: str, out_file: str) -> str:
     """Write the release file of ``in_file`` and return its path.
 
@@ -181,29 +220,7 @@ def publish_checkpoint(in_file: str, out_file: str) -> str:
     if not release['meta'].get('dataset_meta'):
         print('Warning: no meta["dataset_meta"] (class names); inference '
               'tools will fall back to the config\'s dataset.')
-
-    # Serialised in memory: written to a file, torch.save would embed that
-    # file's name in the archive, and the hash would depend on it.
-    buffer = io.BytesIO()
-    torch.save(release, buffer)
-    data = buffer.getvalue()
-    # The promise of a release: the safe loader reads it as it is.
-    torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-    final = release_name(out_file, hashlib.sha256(data).hexdigest())
-
-    os.makedirs(osp.dirname(osp.abspath(final)), exist_ok=True)
-    # Written under a temporary name and renamed, so that a reader never
-    # sees a partial file under the final name.
-    tmp_path = f'{final}.{os.getpid()}.tmp'
-    try:
-        with open(tmp_path, 'wb') as f:
-            f.write(data)
-        os.replace(tmp_path, final)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    return final
+    return save_release(release, out_file)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

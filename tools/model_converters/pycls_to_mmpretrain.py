@@ -1,0 +1,614 @@
+"""Convert the BAKE authors' pycls ImageNet checkpoints to mmpretrain.
+
+Usage::
+
+    python tools/model_converters/pycls_to_mmpretrain.py SRC DST [--keep-bgr]
+
+``SRC`` is a checkpoint written by the authors' pycls fork (yxgeee/BAKE,
+``imagenet/``), e.g. their released ``model_epoch_0100.pyth``: a dict with
+``epoch``, ``model_state``, ``optimizer_state`` and ``cfg`` (the run's YAML
+config), or a bare ``model_state``. The network must be a pycls ``AnyNet``
+that mmpretrain's ``ResNet`` / ``ResNeXt`` express, with a config here:
+ResNet-50/101/152 or ResNeXt-101/152 (32x4d), the authors' architectures.
+
+The file is read with the weights-only unpickler (its optimizer state holds
+numpy scalars, which mmbake's loader allows and nothing else); the
+architecture comes from ``cfg`` through ``yaml.safe_load`` (from the tensor
+shapes for a bare state dict); nothing in the file is executed.
+
+The pycls keys are renamed to an mmpretrain ``ImageClassifier`` with a
+``ResNet`` or ``ResNeXt`` backbone, ``GlobalAveragePooling`` and
+``LinearClsHead``, and checked name by name and shape by shape against that
+model. The authors' loader feeds BGR images; the stem convolution's input
+channels are reversed so that the model takes the RGB input of mmpretrain's
+stock ImageNet data preprocessor (``--keep-bgr`` keeps BGR for a config
+with ``to_rgb=False`` and BGR statistics).
+
+``DST`` names the release as for ``publish_model.py``: the file written is
+``<DST without .pth>_<YYYYMMDD>-<sha256[:8]>.pth``, with ``state_dict`` and
+plain ``meta`` (the source file's name and sha256, the architecture, the
+input channel order, the pycls config text, ImageNet class names), loadable
+with ``torch.load(weights_only=True)``. The tool prints the config to test
+it with. On any input it cannot convert, it prints one ``error:`` line,
+exits with status 2 and writes nothing.
+"""
+import argparse
+import hashlib
+import os.path as osp
+import re
+import sys
+from collections import OrderedDict
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+import yaml
+
+# publish_model.py, next to this file, writes releases; this tool writes
+# them the same way. tools/ is a folder of scripts, not a package.
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from publish_model import save_release  # noqa: E402
+
+PROG = 'pycls_to_mmpretrain.py'
+# mmpretrain's ResNet / ResNeXt: blocks per stage for each depth with
+# bottleneck blocks (ResNet-18/34 use basic blocks, which no BAKE config
+# here has).
+BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# What both libraries' ImageNet ResNets share: a 7x7 stem of 64 channels,
+# stage outputs 4 x 64 x 2^i, the first stage at stride 1.
+STEM_WIDTH = 64
+STAGE_WIDTHS = (256, 512, 1024, 2048)
+STAGE_STRIDES = (1, 2, 2, 2)
+BN_EPS = 1e-5
+# (type, depth, groups, width_per_group) -> the config to test it with.
+CONFIGS = {
+    ('ResNet', 50, 1, 64): 'configs/bake/resnet50_authors-pycls_in1k.py',
+    ('ResNet', 101, 1, 64): 'configs/bake/resnet101_authors-pycls_in1k.py',
+    ('ResNet', 152, 1, 64): 'configs/bake/resnet152_authors-pycls_in1k.py',
+    ('ResNeXt', 101, 32, 4):
+    'configs/bake/resnext101-32x4d_authors-pycls_in1k.py',
+    ('ResNeXt', 152, 32, 4):
+    'configs/bake/resnext152-32x4d_authors-pycls_in1k.py',
+}
+SUPPORTED = ('ResNet-50, ResNet-101, ResNet-152, ResNeXt-101 (32x4d), '
+             'ResNeXt-152 (32x4d) as pycls AnyNet (res_stem_in, '
+             'res_bottleneck_block)')
+# mmpretrain's ImageNet statistics (RGB, 0-255), which are pycls's BGR ones
+# (0-1) reversed and scaled; printed for --keep-bgr users in BGR order.
+BGR_MEAN = (103.53, 116.28, 123.675)
+BGR_STD = (57.375, 57.12, 58.395)
+
+# pycls AnyNet key -> mmpretrain ImageClassifier key.
+_BLOCK_LAYERS = {
+    'f.a': 'conv1',
+    'f.a_bn': 'bn1',
+    'f.b': 'conv2',
+    'f.b_bn': 'bn2',
+    'f.c': 'conv3',
+    'f.c_bn': 'bn3',
+    'proj': 'downsample.0',
+    'bn': 'downsample.1'
+}
+_STEM_KEY = re.compile(r'^stem\.(conv|bn)\.(\w+)$')
+_BLOCK_KEY = re.compile(r'^s(\d+)\.b(\d+)\.(f\.\w+|proj|bn)\.(\w+)$')
+_HEAD_KEY = re.compile(r'^head\.fc\.(weight|bias)$')
+STEM_CONV = 'stem.conv.weight'
+
+
+class ConversionError(ValueError):
+    """The input is not something this tool converts; says what and why."""
+
+
+class Architecture(NamedTuple):
+    """An mmpretrain ResNet / ResNeXt classifier.
+
+    Attributes:
+        type (str): ``'ResNet'`` or ``'ResNeXt'``.
+        depth (int): 50, 101 or 152.
+        groups (int): Groups of the 3x3 convolutions (1 for ResNet).
+        width_per_group (int): Channels per group in the first stage.
+        num_classes (int): Outputs of the classifier.
+    """
+    type: str
+    depth: int
+    groups: int
+    width_per_group: int
+    num_classes: int
+
+    @property
+    def name(self) -> str:
+        """E.g. ``'ResNet-50'`` or ``'ResNeXt-101 (32x4d)'``."""
+        if self.type == 'ResNet':
+            return f'ResNet-{self.depth}'
+        return f'ResNeXt-{self.depth} ({self.groups}x{self.width_per_group}d)'
+
+    def model_cfg(self) -> Dict[str, Any]:
+        """The mmpretrain model config of this architecture."""
+        backbone = dict(
+            type=self.type,
+            depth=self.depth,
+            num_stages=4,
+            out_indices=(3, ),
+            style='pytorch')
+        if self.type == 'ResNeXt':
+            backbone.update(
+                groups=self.groups, width_per_group=self.width_per_group)
+        return dict(
+            type='ImageClassifier',
+            backbone=backbone,
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='LinearClsHead',
+                num_classes=self.num_classes,
+                in_channels=STAGE_WIDTHS[-1]))
+
+
+def load_pycls_checkpoint(
+        path: str) -> Tuple[Dict[str, torch.Tensor], Optional[str], Any]:
+    """Read a pycls checkpoint without running any code in it.
+
+    Args:
+        path (str): A pycls checkpoint (``model_state`` and, usually,
+            ``cfg`` and ``epoch``) or a bare pycls state dict.
+
+    Returns:
+        tuple: The model's state dict, the config text (None for a bare
+        state dict) and the stored epoch (pycls counts from 0; None if
+        absent).
+
+    Raises:
+        ConversionError: If the file cannot be read safely or has another
+            layout.
+    """
+    from mmbake.compat import load_checkpoint_weights_only
+
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    # torch.save writes a zip archive, or (legacy format) a pickle.
+    if head != b'PK\x03\x04' and head[:1] != b'\x80':
+        raise ConversionError(
+            f'not a torch file (it starts with {head!r}, neither a zip '
+            'archive nor a pickle); supported: a checkpoint of the authors\' '
+            'pycls (a dict with "model_state" and "cfg") or a bare pycls '
+            'state dict')
+    try:
+        checkpoint = load_checkpoint_weights_only(path)
+    # A damaged file fails inside torch's unpickler with whatever error
+    # its bytes provoke (KeyError, EOFError, ...).
+    except Exception as err:  # noqa: B902
+        raise ConversionError(
+            f'not a pycls checkpoint ({_load_failure(err)}); supported: a '
+            'checkpoint of the authors\' pycls (a dict with "model_state" '
+            'and "cfg") or a bare pycls state dict') from err
+    if 'model_state' in checkpoint:
+        state_dict = checkpoint['model_state']
+        cfg_text, epoch = checkpoint.get('cfg'), checkpoint.get('epoch')
+        if cfg_text is not None and not isinstance(cfg_text, str):
+            raise ConversionError(
+                f'"cfg" is a {type(cfg_text).__name__}; pycls stores its '
+                'config as YAML text (a str)')
+    else:
+        state_dict, cfg_text, epoch = checkpoint, None, None
+    if not (isinstance(state_dict, dict) and state_dict
+            and all(isinstance(v, torch.Tensor) for v in state_dict.values())):
+        keys = sorted(map(str, checkpoint))[:8]
+        raise ConversionError(
+            f'found a dict with keys {keys} that is neither a pycls '
+            'checkpoint nor a state dict; supported: a checkpoint of the '
+            'authors\' pycls (a dict with "model_state" and "cfg") or a bare '
+            'pycls state dict')
+    return state_dict, cfg_text, epoch
+
+
+def _load_failure(err: Exception) -> str:
+    """One line on why ``torch.load`` failed: the refused global if the
+    weights-only unpickler names one (torch's message opens with advice to
+    load unsafely, which this tool never does)."""
+    lines = [
+        line.strip() for e in (err, err.__cause__) if e is not None
+        for line in str(e).splitlines() if line.strip()
+    ]
+    refused = [line for line in lines if 'GLOBAL' in line]
+    if refused:
+        return refused[0]
+    return f'{type(err).__name__}: {lines[0]}' if lines else \
+        f'{type(err).__name__}, the file is cut short or damaged'
+
+
+def anynet_from_cfg(cfg_text: str) -> Dict[str, Any]:
+    """The AnyNet description of a pycls config.
+
+    Args:
+        cfg_text (str): pycls's ``cfg.dump()`` (YAML).
+
+    Returns:
+        dict: ``stem_type``, ``stem_w``, ``block_type``, ``depths``,
+        ``widths``, ``strides``, ``bot_muls``, ``group_ws``, ``se_on``,
+        ``bn_eps`` and ``dataset``.
+
+    Raises:
+        ConversionError: If the text is not a pycls AnyNet config.
+    """
+    try:
+        cfg = yaml.safe_load(cfg_text)
+    except yaml.YAMLError as err:
+        raise ConversionError(
+            f'"cfg" is not YAML ({str(err).splitlines()[0]}); supported: '
+            'the YAML text that pycls writes into its checkpoints') from err
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('MODEL'), dict):
+        raise ConversionError(
+            '"cfg" has no MODEL section; supported: the YAML text that '
+            'pycls writes into its checkpoints')
+    model_type = cfg['MODEL'].get('TYPE')
+    if model_type != 'anynet':
+        raise ConversionError(
+            f'found MODEL.TYPE {model_type!r}; supported: \'anynet\' '
+            f'({SUPPORTED})')
+    anynet = cfg.get('ANYNET')
+    wanted = ('STEM_TYPE', 'STEM_W', 'BLOCK_TYPE', 'DEPTHS', 'WIDTHS',
+              'STRIDES', 'BOT_MULS', 'GROUP_WS')
+    missing = [
+        k for k in wanted if not isinstance(anynet, dict) or k not in anynet
+    ]
+    if missing:
+        raise ConversionError(
+            f'"cfg" has no ANYNET.{", ANYNET.".join(missing)}; supported: '
+            'the full config that pycls writes into its checkpoints')
+    return dict(
+        stem_type=anynet['STEM_TYPE'],
+        stem_w=anynet['STEM_W'],
+        block_type=anynet['BLOCK_TYPE'],
+        depths=list(anynet['DEPTHS']),
+        widths=list(anynet['WIDTHS']),
+        strides=list(anynet['STRIDES']),
+        bot_muls=list(anynet['BOT_MULS']),
+        group_ws=list(anynet['GROUP_WS']),
+        se_on=bool(anynet.get('SE_ON', False)),
+        bn_eps=float((cfg.get('BN') or {}).get('EPS', BN_EPS)),
+        dataset=(cfg.get('TRAIN') or {}).get('DATASET'))
+
+
+def anynet_from_state_dict(
+        state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """The AnyNet description read off the tensors of a bare state dict.
+
+    Strides leave no trace in the weights: a bare state dict is taken to
+    have ResNet's strides (1, 2, 2, 2), and pycls's default BN epsilon.
+
+    Args:
+        state_dict (dict[str, Tensor]): A pycls AnyNet state dict.
+
+    Returns:
+        dict: As :func:`anynet_from_cfg`.
+
+    Raises:
+        ConversionError: If it is not an AnyNet with a 7x7 stem and
+            bottleneck blocks.
+    """
+    stem = state_dict.get(STEM_CONV)
+    if stem is None or stem.dim() != 4:
+        raise ConversionError(
+            f'found no 4-d "{STEM_CONV}" (first keys: '
+            f'{list(state_dict)[:4]}); supported: {SUPPORTED}')
+    blocks: Dict[int, int] = {}
+    for key in state_dict:
+        match = re.match(r'^s(\d+)\.b(\d+)\.', key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block)
+    stages = sorted(blocks)
+    if stages != list(range(1, len(stages) + 1)) or not stages:
+        raise ConversionError(
+            f'found stages {stages} (keys s<i>.b<j>.*); supported: '
+            f'{SUPPORTED}')
+    if any(f's{s}.b1.f.c.weight' not in state_dict for s in stages):
+        raise ConversionError(
+            'found blocks without a third convolution (f.c): not '
+            f'bottleneck blocks; supported: {SUPPORTED}')
+    widths, bot_muls, group_ws = [], [], []
+    for s in stages:
+        width = state_dict[f's{s}.b1.f.c.weight'].shape[0]
+        inner, per_group = state_dict[f's{s}.b1.f.b.weight'].shape[:2]
+        widths.append(width)
+        bot_muls.append(inner / width)
+        group_ws.append(per_group)
+    return dict(
+        # pycls's other stems (simple_stem_in, res_stem_cifar) are 3x3.
+        stem_type='res_stem_in'
+        if stem.shape[-1] == 7 else f'{stem.shape[-1]}x{stem.shape[-1]} conv',
+        stem_w=stem.shape[0],
+        block_type='res_bottleneck_block',
+        depths=[blocks[s] for s in stages],
+        widths=widths,
+        strides=list(STAGE_STRIDES),
+        bot_muls=bot_muls,
+        group_ws=group_ws,
+        se_on=any('.f.se.' in key for key in state_dict),
+        bn_eps=BN_EPS,
+        dataset=None)
+
+
+def mmpretrain_architecture(anynet: Dict[str, Any],
+                            num_classes: int) -> Architecture:
+    """The mmpretrain ResNet / ResNeXt that an AnyNet is, if any.
+
+    A pycls bottleneck stage of width ``w`` with bottleneck multiplier
+    ``bm`` and group width ``gw`` has a 3x3 convolution of ``w * bm``
+    channels in ``w * bm / gw`` groups; mmpretrain's ResNeXt has
+    ``groups * width_per_group * 2^i`` channels in ``groups`` groups at
+    stage ``i``, and its ResNet ``w / 4`` channels in one group.
+
+    Args:
+        anynet (dict): From :func:`anynet_from_cfg` or
+            :func:`anynet_from_state_dict`.
+        num_classes (int): Outputs of the classifier.
+
+    Returns:
+        Architecture: The equivalent mmpretrain network.
+
+    Raises:
+        ConversionError: If the AnyNet is none of :data:`SUPPORTED`.
+    """
+
+    def unsupported(found: str) -> ConversionError:
+        return ConversionError(f'found an AnyNet with {found}; supported: '
+                               f'{SUPPORTED}')
+
+    if anynet['stem_type'] != 'res_stem_in':
+        raise unsupported(f'stem {anynet["stem_type"]!r}')
+    if anynet['block_type'] != 'res_bottleneck_block':
+        raise unsupported(f'blocks {anynet["block_type"]!r}')
+    if anynet['se_on']:
+        raise unsupported('squeeze-and-excitation (SE_ON)')
+    if anynet['stem_w'] != STEM_WIDTH:
+        raise unsupported(f'a stem of width {anynet["stem_w"]}')
+    if (list(anynet['widths']) != list(STAGE_WIDTHS)
+            or list(anynet['strides']) != list(STAGE_STRIDES)):
+        raise unsupported(f'stage widths {anynet["widths"]} and strides '
+                          f'{anynet["strides"]}')
+    depths = tuple(anynet['depths'])
+    depth = 3 * sum(depths) + 2
+    if BOTTLENECK_DEPTHS.get(depth) != depths:
+        raise unsupported(f'stage depths {list(depths)}')
+    if anynet['bn_eps'] != BN_EPS:
+        raise unsupported(f'BN.EPS {anynet["bn_eps"]} (mmpretrain\'s BN '
+                          f'uses {BN_EPS})')
+    bms, gws = anynet['bot_muls'], anynet['group_ws']
+    if len(bms) != 4 or len(gws) != 4:
+        raise unsupported(f'BOT_MULS {bms} and GROUP_WS {gws}')
+    # As pycls computes them (anynet.py, BottleneckTransform).
+    inner = [int(round(w * bm)) for w, bm in zip(STAGE_WIDTHS, bms)]
+    groups, width_per_group = inner[0] // gws[0], gws[0]
+    expected = ([w // 4 for w in STAGE_WIDTHS] if groups == 1 else
+                [groups * width_per_group * 2**i for i in range(4)])
+    if (groups < 1 or inner != expected
+            or [c // g for c, g in zip(inner, gws)] != [groups] * 4):
+        raise unsupported(f'BOT_MULS {bms} and GROUP_WS {gws}')
+    arch = Architecture('ResNet' if groups == 1 else 'ResNeXt', depth, groups,
+                        width_per_group, num_classes)
+    if arch[:4] not in CONFIGS:
+        raise ConversionError(f'found {arch.name}; supported: {SUPPORTED}')
+    return arch
+
+
+def convert_key(key: str) -> str:
+    """The mmpretrain name of a pycls AnyNet ResNet/ResNeXt parameter.
+
+    Args:
+        key (str): E.g. ``'s2.b1.f.b_bn.running_var'``.
+
+    Returns:
+        str: E.g. ``'backbone.layer2.0.bn2.running_var'``.
+
+    Raises:
+        ConversionError: For a key that such a network does not have.
+    """
+    match = _STEM_KEY.match(key)
+    if match:
+        layer = 'conv1' if match.group(1) == 'conv' else 'bn1'
+        return f'backbone.{layer}.{match.group(2)}'
+    match = _BLOCK_KEY.match(key)
+    if match and match.group(3) in _BLOCK_LAYERS:
+        stage, block = int(match.group(1)), int(match.group(2))
+        return (f'backbone.layer{stage}.{block - 1}.'
+                f'{_BLOCK_LAYERS[match.group(3)]}.{match.group(4)}')
+    match = _HEAD_KEY.match(key)
+    if match:
+        return f'head.fc.{match.group(1)}'
+    raise ConversionError(
+        f'found key {key!r}, which a pycls AnyNet ResNet/ResNeXt does not '
+        f'have; supported: {SUPPORTED}')
+
+
+def convert_state_dict(state_dict: Dict[str, torch.Tensor],
+                       keep_bgr: bool = False) -> Dict[str, torch.Tensor]:
+    """Rename a pycls state dict for mmpretrain, stem channels to RGB.
+
+    Args:
+        state_dict (dict[str, Tensor]): The pycls AnyNet state dict.
+        keep_bgr (bool): Keep the stem's BGR input channel order. Defaults
+            to False (reverse it to RGB).
+
+    Returns:
+        dict[str, Tensor]: The mmpretrain state dict, in pycls's order.
+    """
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        if key == STEM_CONV and not keep_bgr:
+            # pycls normalises BGR images; reversing the input channels
+            # of the first convolution makes it expect RGB, which
+            # mmpretrain's ImageNet preprocessor delivers (to_rgb=True).
+            # flip() copies; the other tensors are taken as they are.
+            value = value.flip(1)
+        converted[convert_key(key)] = value
+    return converted
+
+
+def check_against_model(state_dict: Dict[str, torch.Tensor],
+                        arch: Architecture) -> None:
+    """Check names and shapes against the mmpretrain model they are for.
+
+    Args:
+        state_dict (dict[str, Tensor]): The converted state dict.
+        arch (Architecture): The model it must load into, strictly.
+
+    Raises:
+        ConversionError: On a missing or unexpected key, or a shape that
+            differs.
+    """
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        expected = MODELS.build(arch.model_cfg()).state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+              for k in expected
+              if k in state_dict and state_dict[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing (first: {missing[0]})')
+    if unexpected:
+        problems.append(
+            f'{len(unexpected)} unexpected (first: {unexpected[0]})')
+    if shapes:
+        key, found, wanted = shapes[0]
+        problems.append(f'{len(shapes)} of another shape (first: {key} '
+                        f'{list(found)}, mmpretrain {list(wanted)})')
+    if problems:
+        raise ConversionError(
+            f'the weights do not fit mmpretrain\'s {arch.name}: '
+            f'{"; ".join(problems)}')
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 16 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 24), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
+    """Convert ``src`` and write the release named after ``dst``.
+
+    Args:
+        src (str): The pycls checkpoint.
+        dst (str): Requested release name (date and hash are appended).
+        keep_bgr (bool): Keep BGR input channels. Defaults to False.
+
+    Returns:
+        dict: ``path`` (the file written), ``architecture``
+        (:class:`Architecture`), ``config`` (the config to test it with)
+        and ``meta`` (the release's metadata).
+
+    Raises:
+        ConversionError: If ``src`` cannot be converted; nothing is
+            written then.
+    """
+    state_dict, cfg_text, epoch = load_pycls_checkpoint(src)
+    anynet = (
+        anynet_from_cfg(cfg_text)
+        if cfg_text is not None else anynet_from_state_dict(state_dict))
+    fc = state_dict.get('head.fc.weight')
+    # A missing or malformed classifier is reported by check_against_model.
+    num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else 1000
+    arch = mmpretrain_architecture(anynet, num_classes)
+    converted = convert_state_dict(state_dict, keep_bgr)
+    check_against_model(converted, arch)
+
+    import mmpretrain
+
+    from mmbake import __version__ as mmbake_version
+    meta: Dict[str, Any] = dict(
+        converted_from=dict(
+            file=osp.basename(src),
+            sha256=file_sha256(src),
+            format='pycls AnyNet (yxgeee/BAKE, imagenet/)',
+            epoch=epoch,
+            cfg=cfg_text),
+        architecture=dict(arch._asdict(), name=arch.name),
+        input_channel_order='bgr' if keep_bgr else 'rgb',
+        # Named, not embedded as meta['config']: mmengine's runner would
+        # execute that text on resume.
+        mmpretrain_config=CONFIGS[arch[:4]],
+        mmpretrain_version=mmpretrain.__version__,
+        mmbake_version=mmbake_version)
+    if arch.num_classes == 1000 and anynet['dataset'] in ('imagenet', None):
+        # pycls numbers ImageNet classes by sorted WordNet id, as
+        # mmpretrain does.
+        from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
+        meta['dataset_meta'] = dict(classes=list(IMAGENET_CATEGORIES))
+    path = save_release(dict(state_dict=converted, meta=meta), dst)
+    return dict(
+        path=path,
+        architecture=arch,
+        config=meta['mmpretrain_config'],
+        meta=meta)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        argparse.Namespace: ``src``, ``dst`` and ``keep_bgr``.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description='Convert a pycls ResNet/ResNeXt checkpoint of the BAKE '
+        'authors to an mmpretrain release file')
+    parser.add_argument(
+        'src', help='pycls checkpoint, e.g. '
+        'model_epoch_0100.pyth')
+    parser.add_argument(
+        'dst',
+        help='release name, e.g. work_dirs/bake_resnet50_authors-pycls_'
+        'in1k.pth (date and hash are appended)')
+    parser.add_argument(
+        '--keep-bgr',
+        action='store_true',
+        help='keep the BGR input channel order of pycls (then test with '
+        'data_preprocessor.to_rgb=False and BGR mean/std)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    """Convert the checkpoint named on the command line.
+
+    Args:
+        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        str: Path of the written file.
+    """
+    args = parse_args(argv)
+    try:
+        if not osp.isfile(args.src):
+            raise ConversionError('no such file')
+        result = convert(args.src, args.dst, args.keep_bgr)
+    except ConversionError as err:
+        print(f'{PROG}: error: {args.src}: {err}', file=sys.stderr)
+        raise SystemExit(2)
+    arch, config = result['architecture'], result['config']
+    print(f'Converted pycls {arch.name} ({arch.num_classes} classes) from '
+          f'{args.src}')
+    print(f'Wrote {result["path"]}')
+    options = ''
+    if arch.num_classes != 1000:
+        options += f' model.head.num_classes={arch.num_classes}'
+    if args.keep_bgr:
+        options += (' data_preprocessor.to_rgb=False '
+                    f'data_preprocessor.mean="{list(BGR_MEAN)}" '
+                    f'data_preprocessor.std="{list(BGR_STD)}"')
+    print(f'Config: {config}')
+    print(f'Test:   python tools/test.py {config} {result["path"]}' +
+          (f' --cfg-options{options}' if options else ''))
+    return result['path']
+
+
+if __name__ == '__main__':
+    main()
