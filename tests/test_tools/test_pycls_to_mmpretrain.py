@@ -15,13 +15,14 @@ import io
 import os
 import os.path as osp
 import re
+import sys
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 
-from tests.script_utils import load_script
+from tests.script_utils import REPO_ROOT, load_script
 
 TOOL = 'tools/model_converters/pycls_to_mmpretrain.py'
 ZOO_NAME = 'bake_resnet50_authors-pycls_in1k'
@@ -335,6 +336,10 @@ BAD_INPUTS = {
      "found a dict with keys ['meta', 'state_dict'] that is neither"),
     'code_in_the_file':
     (lambda r: dict(model_state={}, cfg=os.getcwd, epoch=0), 'getcwd'),
+    'bare_basic_blocks': (lambda r: {
+        k: v
+        for k, v in r['model'].state_dict().items() if '.f.c' not in k
+    }, 'found no s1.b1.f.c.weight (bottleneck blocks have'),
     'missing_key':
     (lambda r: _edited(r, lambda c: c['model_state'].pop('s3.b2.f.b_bn.bias')),
      "1 missing (first: backbone.layer3.1.bn2.bias)"),
@@ -381,3 +386,25 @@ def test_missing_file_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith('absent.pyth: no such '
                                                     'file')
     assert os.listdir(tmp_path) == []
+
+
+def test_command_line_error_is_the_only_line_on_stderr(tmp_path, run_tool):
+    """As a user runs it: exit status 2, stderr holds the error alone."""
+    src = tmp_path / 'model_epoch_0100.pyth'
+    torch.save(_cfg_refused(pycls_cfg_text('effnet')), str(src))
+    out_dir = tmp_path / 'out'
+    proc = run_tool([
+        sys.executable,
+        osp.join(REPO_ROOT, TOOL),
+        str(src),
+        str(out_dir / 'converted.pth')
+    ],
+                    timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"pycls_to_mmpretrain.py: error: {src}: found MODEL.TYPE 'effnet'; "
+        "supported: 'anynet' (ResNet-50, ResNet-101, ResNet-152, "
+        'ResNeXt-101 (32x4d), ResNeXt-152 (32x4d) as pycls AnyNet '
+        '(res_stem_in, res_bottleneck_block))'
+    ]
+    assert not out_dir.exists()

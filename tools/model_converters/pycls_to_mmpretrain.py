@@ -37,6 +37,7 @@ import hashlib
 import os.path as osp
 import re
 import sys
+import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
@@ -159,8 +160,6 @@ def load_pycls_checkpoint(
         ConversionError: If the file cannot be read safely or has another
             layout.
     """
-    from mmbake.compat import load_checkpoint_weights_only
-
     with open(path, 'rb') as f:
         head = f.read(4)
     # torch.save writes a zip archive, or (legacy format) a pickle.
@@ -170,6 +169,8 @@ def load_pycls_checkpoint(
             'archive nor a pickle); supported: a checkpoint of the authors\' '
             'pycls (a dict with "model_state" and "cfg") or a bare pycls '
             'state dict')
+    from mmbake.compat import load_checkpoint_weights_only
+
     try:
         checkpoint = load_checkpoint_weights_only(path)
     # A damaged file fails inside torch's unpickler with whatever error
@@ -296,14 +297,20 @@ def anynet_from_state_dict(
             stage, block = int(match.group(1)), int(match.group(2))
             blocks[stage] = max(blocks.get(stage, 0), block)
     stages = sorted(blocks)
-    if stages != list(range(1, len(stages) + 1)) or not stages:
+    if not stages or stages != list(range(1, len(stages) + 1)):
         raise ConversionError(
             f'found stages {stages} (keys s<i>.b<j>.*); supported: '
             f'{SUPPORTED}')
-    if any(f's{s}.b1.f.c.weight' not in state_dict for s in stages):
+    # A bottleneck block's 3x3 (f.b) and last 1x1 (f.c) convolutions give
+    # its widths and groups.
+    missing = [
+        f's{s}.b1.f.{conv}.weight' for s in stages for conv in 'bc'
+        if f's{s}.b1.f.{conv}.weight' not in state_dict
+    ]
+    if missing:
         raise ConversionError(
-            'found blocks without a third convolution (f.c): not '
-            f'bottleneck blocks; supported: {SUPPORTED}')
+            f'found no {missing[0]} (bottleneck blocks have f.a, f.b and '
+            f'f.c); supported: {SUPPORTED}')
     widths, bot_muls, group_ws = [], [], []
     for s in stages:
         width = state_dict[f's{s}.b1.f.c.weight'].shape[0]
@@ -586,6 +593,10 @@ def main(argv: Optional[List[str]] = None) -> str:
         str: Path of the written file.
     """
     args = parse_args(argv)
+    # mmcv-lite warns on import that it lacks compiled ops, which nothing
+    # here uses; stderr stays for this tool's own error line.
+    warnings.filterwarnings(
+        'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
     try:
         if not osp.isfile(args.src):
             raise ConversionError('no such file')
