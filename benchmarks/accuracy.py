@@ -31,15 +31,11 @@ epoch, not part of the results)::
     python benchmarks/accuracy.py --curves --methods vanilla bake --seeds 0
 """
 import argparse
-import datetime
-import hashlib
 import json
 import math
 import os
 import os.path as osp
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,9 +44,13 @@ from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 from typing import List, Optional, Sequence, Tuple
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import report  # noqa: E402  (benchmarks/ is no package)
+# benchmarks/ is no package: its modules import each other from here.
+import report  # noqa: E402
+from study_runs import (REPO_ROOT, changed_since_snapshot,  # noqa: E402
+                        checkpoint_meta, code_digest, machine_info,
+                        read_scalars, run_training, save_json, scalars_path,
+                        take_snapshot, utc_now)
 
 VANILLA_CONFIG = ('configs/fashion_mnist/'
                   'resnet18_1xb64-vanilla_fashion-mnist.py')
@@ -60,9 +60,6 @@ BATCH_SIZE = 64
 # Fields of the recorded config that must match for a resumed study.
 RESUME_KEYS = ('epochs', 'train_images', 'batch_size', 'configs',
                'method_options', 'code_digest')
-# What a run executes; copied once, so that edits to the working tree while
-# the study runs (other people keep working) cannot change later runs.
-SNAPSHOT_PATHS = ('configs', 'mmbake', osp.join('tools', 'train.py'))
 
 
 def method_setup(method: str) -> Tuple[str, List[str]]:
@@ -141,21 +138,6 @@ def images_per_epoch(method: str, train_images: int) -> int:
     return train_images
 
 
-def _scalars_path(work_dir: str) -> str:
-    """The path of mmengine's ``vis_data/scalars.json`` in a work dir."""
-    paths = glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    if len(paths) != 1:
-        raise RuntimeError(f'expected one scalars.json in {work_dir}, found '
-                           f'{paths}')
-    return paths[0]
-
-
-def read_scalars(work_dir: str) -> List[dict]:
-    """The records of mmengine's ``vis_data/scalars.json`` of a work dir."""
-    with open(_scalars_path(work_dir), encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def final_top1(records: List[dict], epochs: int) -> float:
     """The validation top-1 logged after the final epoch.
 
@@ -170,81 +152,8 @@ def final_top1(records: List[dict], epochs: int) -> float:
 
 def checkpoint_iterations(work_dir: str, epochs: int) -> int:
     """The iteration count stored in the final checkpoint's meta."""
-    import torch
-
-    # The checkpoint was written by the run just finished (trusted file).
-    ckpt = torch.load(
-        osp.join(work_dir, f'epoch_{epochs}.pth'),
-        map_location='cpu',
-        weights_only=False)
-    return int(ckpt['meta']['iter'])
-
-
-def _snapshot_files(root: str) -> List[str]:
-    """The files of ``SNAPSHOT_PATHS`` under ``root``, relative, sorted."""
-    files = []
-    for rel in SNAPSHOT_PATHS:
-        path = osp.join(root, rel)
-        if osp.isfile(path):
-            files.append(rel)
-            continue
-        for folder, dirs, names in os.walk(path):
-            # .mim holds build-time copies (setup.py), not code that runs.
-            dirs[:] = sorted(
-                d for d in dirs if d not in ('__pycache__', '.mim'))
-            files += [
-                osp.relpath(osp.join(folder, n), root) for n in names
-                if not n.endswith('.pyc')
-            ]
-    return sorted(files)
-
-
-def code_digest(root: str) -> str:
-    """A SHA-256 over the snapshot's file names and contents."""
-    digest = hashlib.sha256()
-    for rel in _snapshot_files(root):
-        digest.update(rel.encode())
-        with open(osp.join(root, rel), 'rb') as f:
-            digest.update(hashlib.sha256(f.read()).digest())
-    return digest.hexdigest()
-
-
-def changed_since_snapshot(snapshot: str) -> List[str]:
-    """Files that differ between the snapshot and the repository now."""
-    old, new = set(_snapshot_files(snapshot)), set(_snapshot_files(REPO_ROOT))
-    changed = sorted(old ^ new)
-    for rel in sorted(old & new):
-        with open(osp.join(snapshot, rel), 'rb') as a, open(
-                osp.join(REPO_ROOT, rel), 'rb') as b:
-            if a.read() != b.read():
-                changed.append(rel)
-    return changed
-
-
-def take_snapshot(snapshot_dir: str) -> str:
-    """Copy the code a run executes, once; reuse the copy when resuming.
-
-    Args:
-        snapshot_dir (str): Where the copy lives.
-
-    Returns:
-        str: ``snapshot_dir``, a root with ``configs/``, ``mmbake/`` and
-        ``tools/train.py``.
-    """
-    if osp.isdir(snapshot_dir):
-        return snapshot_dir
-    tmp = snapshot_dir + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    for rel in SNAPSHOT_PATHS:
-        src, dst = osp.join(REPO_ROOT, rel), osp.join(tmp, rel)
-        if osp.isfile(src):
-            os.makedirs(osp.dirname(dst), exist_ok=True)
-            shutil.copy2(src, dst)
-        else:
-            shutil.copytree(
-                src, dst, ignore=shutil.ignore_patterns('__pycache__', '.mim'))
-    os.replace(tmp, snapshot_dir)
-    return snapshot_dir
+    return int(
+        checkpoint_meta(osp.join(work_dir, f'epoch_{epochs}.pth'))['iter'])
 
 
 class Study:
@@ -289,14 +198,8 @@ class Study:
             '0.1; epochs and subset fixed by the time budget)',
             threads_per_run=args.threads,
             concurrent_runs=args.jobs,
-            machine=dict(
-                cpus=os.cpu_count(),
-                processor=platform.processor() or platform.machine(),
-                platform=platform.platform(),
-                python=platform.python_version(),
-                torch=_torch_version()),
-            started=datetime.datetime.now(
-                datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+            machine=machine_info(),
+            started=utc_now(),
             command='python benchmarks/accuracy.py ' +
             ' '.join(sys.argv[1:]),
         )
@@ -322,13 +225,7 @@ class Study:
 
     def _save(self) -> None:
         """Write the results atomically (a crash never leaves half a file)."""
-        path = self.args.results
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        tmp = path + '.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(self.results, f, indent=1)
-            f.write('\n')
-        os.replace(tmp, path)
+        save_json(self.args.results, self.results)
 
     def pending(self) -> List[Tuple[str, int]]:
         """The (method, seed) pairs still to run, seed-major (paired)."""
@@ -367,22 +264,12 @@ class Study:
                extra: Sequence[str] = ()) -> Tuple[float, float, int]:
         """Run one training; return (seconds, final top-1, iterations)."""
         args = self.args
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            p for p in (self.code_root, env.get('PYTHONPATH')) if p)
-        for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-            env[var] = str(args.threads)
         cmd = self.command(method, seed, work_dir, config, extra)
-        os.makedirs(osp.dirname(log_path), exist_ok=True)
-        start = time.perf_counter()
-        with open(log_path, 'w', encoding='utf-8') as log:
-            proc = subprocess.run(
-                cmd, cwd=self.code_root, env=env, stdout=log,
-                stderr=subprocess.STDOUT, timeout=args.run_timeout)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f'{method} seed {seed} failed (exit '
-                               f'{proc.returncode}); see {log_path}')
+        try:
+            seconds, _ = run_training(cmd, self.code_root, args.threads,
+                                      log_path, args.run_timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f'{method} seed {seed}: {exc}') from exc
         top1 = final_top1(read_scalars(work_dir), args.epochs)
         iterations = checkpoint_iterations(work_dir, args.epochs)
         expected = args.epochs * math.ceil(args.train_images / BATCH_SIZE)
@@ -401,7 +288,7 @@ class Study:
                 method, seed, work_dir,
                 osp.join(args.log_dir, f'{method}_seed{seed}.log'))
             shutil.copy(
-                _scalars_path(work_dir),
+                scalars_path(work_dir),
                 osp.join(args.log_dir, f'{method}_seed{seed}.json'))
             if seed == args.seeds[0] and args.keep_dir:
                 os.makedirs(args.keep_dir, exist_ok=True)
@@ -460,7 +347,7 @@ class Study:
                 osp.join(args.log_dir, f'curves_{method}_seed{seed}.log'),
                 config=config, extra=['train_cfg.val_interval=1'])
             shutil.copy(
-                _scalars_path(work_dir),
+                scalars_path(work_dir),
                 osp.join(args.log_dir, f'curves_{method}_seed{seed}.json'))
             if args.keep_dir:
                 os.makedirs(args.keep_dir, exist_ok=True)
@@ -545,12 +432,6 @@ class Study:
             raise SystemExit(f'{len(failures)} run(s) failed: {failures}')
 
 
-def _torch_version() -> str:
-    """The installed torch version, without importing torch twice."""
-    from importlib.metadata import version
-    return version('torch')
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse the command line."""
     results_dir = osp.join(REPO_ROOT, 'benchmarks', 'results')
@@ -594,8 +475,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--snapshot-dir',
         default=osp.join(REPO_ROOT, 'work_dirs', 'accuracy', 'snapshot'),
-        help='copy of configs/, mmbake/ and tools/train.py that every run '
-        'executes (made on the first start, reused when resuming)')
+        help='copy of configs/, mmbake/ and tools/ that every run executes '
+        '(made on the first start, reused when resuming)')
     parser.add_argument('--run-timeout', type=float, default=3600,
                         help='seconds before one training is killed')
     parser.add_argument('--dry-run', action='store_true',

@@ -26,7 +26,7 @@ import argparse
 import json
 import math
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 METHODS = ('vanilla', 'label_smoothing', 'bake')
 LABELS = {
@@ -59,11 +59,20 @@ def load_results(path: str) -> dict:
     return results
 
 
-def check_results(results: dict) -> None:
+def check_results(results: dict,
+                  methods: Sequence[str] = METHODS,
+                  key: str = 'method',
+                  run_keys: Sequence[str] = RUN_KEYS) -> None:
     """Raise a ValueError describing the first problem of a result dict.
 
     Args:
         results (dict): Parsed results (see the module docstring).
+        methods (Sequence[str]): The allowed values of ``run[key]``.
+            Defaults to this study's methods.
+        key (str): The run field naming the method. Defaults to
+            ``'method'``.
+        run_keys (Sequence[str]): The fields every run must have.
+            Defaults to this study's.
     """
     if not isinstance(results, dict) or not isinstance(
             results.get('runs'), list):
@@ -71,16 +80,16 @@ def check_results(results: dict) -> None:
                          f'{type(results).__name__}')
     seen = set()
     for run in results['runs']:
-        missing = [key for key in RUN_KEYS if key not in run]
+        missing = [name for name in run_keys if name not in run]
         if missing:
             raise ValueError(f'run {run!r} lacks the keys {missing}')
-        if run['method'] not in METHODS:
-            raise ValueError(f'run method must be one of {METHODS}, but got '
-                             f'{run["method"]!r}')
-        key = (run['method'], int(run['seed']))
-        if key in seen:
-            raise ValueError(f'(method, seed) = {key} appears twice')
-        seen.add(key)
+        if run[key] not in methods:
+            raise ValueError(f'run {key} must be one of {tuple(methods)}, '
+                             f'but got {run[key]!r}')
+        pair = (run[key], int(run['seed']))
+        if pair in seen:
+            raise ValueError(f'({key}, seed) = {pair} appears twice')
+        seen.add(pair)
 
 
 def _mean_std(values: Sequence[float]) -> Dict[str, float]:
@@ -91,50 +100,66 @@ def _mean_std(values: Sequence[float]) -> Dict[str, float]:
     return {'mean': mean, 'std': math.sqrt(var)}
 
 
-def summarize(results: dict) -> dict:
-    """Per-method statistics and paired per-seed differences.
+def summarize(results: dict,
+              methods: Sequence[str] = METHODS,
+              comparisons: Sequence[Tuple[str, str]] = COMPARISONS,
+              key: str = 'method',
+              metric: str = 'top1',
+              run_keys: Sequence[str] = RUN_KEYS) -> dict:
+    """Per-method statistics and paired per-seed differences of a metric.
 
     Args:
         results (dict): Parsed results (see the module docstring).
+        methods (Sequence[str]): The methods, in report order. Defaults to
+            this study's.
+        comparisons (Sequence[tuple[str, str]]): (treatment, baseline)
+            pairs to difference. Defaults to this study's.
+        key (str): The run field naming the method. Defaults to
+            ``'method'``.
+        metric (str): The run field summarised. Defaults to ``'top1'``.
+        run_keys (Sequence[str]): The fields every run must have.
 
     Returns:
-        dict: ``methods``: for each method present, ``seeds``, ``top1``
-        (per seed, in seed order), ``mean``, ``std``, ``images_seen`` (set
-        of values) and ``train_seconds`` (mean); ``paired``: for each
-        comparison ``'a-b'`` with both methods present, the common
-        ``seeds``, per-seed ``diffs`` (a minus b, in points), their
-        ``mean`` and ``std``, and ``wins`` / ``ties`` / ``losses`` of a.
+        dict: ``methods``: for each method present, ``seeds``, the metric's
+        values (under the metric's name, per seed, in seed order), their
+        ``mean`` and ``std``, ``images_seen`` (set of values) and
+        ``train_seconds`` (mean); ``paired``: for each comparison ``'a-b'``
+        with both methods present, the common ``seeds``, per-seed ``diffs``
+        (a minus b), their ``mean`` and ``std``, and ``wins`` / ``ties`` /
+        ``losses`` of a (a win is a positive difference).
     """
-    check_results(results)
+    check_results(results, methods, key, run_keys)
     by_method: Dict[str, Dict[int, dict]] = {}
     for run in results['runs']:
-        by_method.setdefault(run['method'], {})[int(run['seed'])] = run
+        by_method.setdefault(run[key], {})[int(run['seed'])] = run
 
-    methods = {}
-    for method in METHODS:
+    stats = {}
+    for method in methods:
         runs = by_method.get(method)
         if not runs:
             continue
         seeds = sorted(runs)
-        top1 = [float(runs[s]['top1']) for s in seeds]
-        methods[method] = dict(
-            seeds=seeds,
-            top1=top1,
-            images_seen=sorted({int(runs[s]['images_seen']) for s in seeds}),
-            train_seconds=sum(float(runs[s]['train_seconds'])
-                              for s in seeds) / len(seeds),
-            **_mean_std(top1))
+        values = [float(runs[s][metric]) for s in seeds]
+        stats[method] = {
+            'seeds': seeds,
+            metric: values,
+            'images_seen': sorted({int(runs[s]['images_seen'])
+                                   for s in seeds}),
+            'train_seconds': sum(float(runs[s]['train_seconds'])
+                                 for s in seeds) / len(seeds),
+            **_mean_std(values)
+        }
 
     paired = {}
-    for first, second in COMPARISONS:
+    for first, second in comparisons:
         if first not in by_method or second not in by_method:
             continue
         seeds = sorted(set(by_method[first]) & set(by_method[second]))
         if not seeds:
             continue
         diffs = [
-            float(by_method[first][s]['top1']) -
-            float(by_method[second][s]['top1']) for s in seeds
+            float(by_method[first][s][metric]) -
+            float(by_method[second][s][metric]) for s in seeds
         ]
         paired[f'{first}-{second}'] = dict(
             seeds=seeds,
@@ -143,7 +168,7 @@ def summarize(results: dict) -> dict:
             ties=sum(d == 0 for d in diffs),
             losses=sum(d < 0 for d in diffs),
             **_mean_std(diffs))
-    return {'methods': methods, 'paired': paired}
+    return {'methods': stats, 'paired': paired}
 
 
 def _fmt(value: Optional[float], signed: bool = False) -> str:
@@ -222,10 +247,92 @@ def to_markdown(results: dict, summary: Optional[dict] = None) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _comparison_label(comparison: str) -> str:
-    """'bake-vanilla' -> 'BAKE - vanilla CE'."""
+def _comparison_label(comparison: str,
+                      labels: Optional[Dict[str, str]] = None) -> str:
+    """'bake-vanilla' -> 'BAKE - vanilla CE' (``labels``: ours if None)."""
+    labels = LABELS if labels is None else labels
     first, second = comparison.split('-')
-    return f'{LABELS[first]} - {LABELS[second]}'
+    return f'{labels[first]} - {labels[second]}'
+
+
+def draw_per_seed(ax,
+                  stats: dict,
+                  labels: Dict[str, str],
+                  metric: str = 'top1',
+                  ylabel: str = 'top-1 (%), final epoch') -> None:
+    """Each seed's value per method, seeds joined, with the mean +- std.
+
+    Args:
+        ax (matplotlib.axes.Axes): Where to draw.
+        stats (dict): ``summarize(...)['methods']``, in the order to show.
+        labels (dict[str, str]): Method -> axis label.
+        metric (str): The summarised field. Defaults to ``'top1'``.
+        ylabel (str): The y-axis label.
+    """
+    shown = list(stats)
+    by_seed: Dict[int, List[Optional[float]]] = {}
+    for i, method in enumerate(shown):
+        for seed, value in zip(stats[method]['seeds'],
+                               stats[method][metric]):
+            by_seed.setdefault(seed, [None] * len(shown))[i] = value
+    for seed, values in sorted(by_seed.items()):
+        xs = [i for i, v in enumerate(values) if v is not None]
+        ax.plot(xs, [values[i] for i in xs], '-o', color='0.7', lw=0.8,
+                ms=4, zorder=1)
+    for i, method in enumerate(shown):
+        info = stats[method]
+        ax.errorbar(i + 0.15, info['mean'], yerr=info['std'], fmt='s',
+                    color='C3', capsize=4, zorder=2,
+                    label='mean +- std' if i == 0 else None)
+    ax.set_xticks(range(len(shown)))
+    ax.set_xticklabels([labels[m] for m in shown])
+    ax.set_ylabel(ylabel)
+    ax.legend(loc='best')
+    ax.grid(axis='y', alpha=0.3)
+
+
+def draw_paired(ax,
+                paired: dict,
+                comparisons: Sequence[str],
+                labels: Dict[str, str],
+                ylabel: str = 'paired difference (points)',
+                better: str = 'higher',
+                digits: int = 2) -> None:
+    """Per-seed differences of each comparison with their mean.
+
+    Args:
+        ax (matplotlib.axes.Axes): Where to draw.
+        paired (dict): ``summarize(...)['paired']``.
+        comparisons (Sequence[str]): Keys of ``paired`` (``'a-b'``), in
+            the order to show.
+        labels (dict[str, str]): Method -> label.
+        ylabel (str): The y-axis label.
+        better (str): ``'higher'`` or ``'lower'``: which sign counts as a
+            win of ``a`` in the annotation. Defaults to ``'higher'``.
+        digits (int): Decimals of the annotated mean. Defaults to 2.
+    """
+    if better not in ('higher', 'lower'):
+        raise ValueError(f"better must be 'higher' or 'lower', but got "
+                         f'{better!r}')
+    for j, comp in enumerate(comparisons):
+        info = paired[comp]
+        wins = info['wins'] if better == 'higher' else info['losses']
+        ax.scatter([j] * len(info['diffs']), info['diffs'], color='C0',
+                   zorder=2)
+        ax.hlines(info['mean'], j - 0.25, j + 0.25, color='C3', zorder=3)
+        ax.annotate(
+            f'{info["mean"]:+.{digits}f}\n({wins}/{len(info["seeds"])} wins)',
+            (j + 0.28, info['mean']), va='center', fontsize=8)
+    ax.axhline(0.0, color='k', lw=0.8)
+    ax.set_xticks(range(len(comparisons)))
+    # One line per arm: long labels side by side would overlap.
+    ax.set_xticklabels([
+        _comparison_label(c, labels).replace(' - ', '\n- ')
+        for c in comparisons
+    ], fontsize=8)
+    ax.set_xlim(-0.5, len(comparisons) - 0.2)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis='y', alpha=0.3)
 
 
 def plot(results: dict, path: str, summary: Optional[dict] = None,
@@ -250,51 +357,14 @@ def plot(results: dict, path: str, summary: Optional[dict] = None,
     import matplotlib.pyplot as plt
 
     summary = summarize(results) if summary is None else summary
-    methods = summary['methods']
-    shown = [m for m in METHODS if m in methods]
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(10, 4), gridspec_kw=dict(width_ratios=[3, 2]))
-
-    by_seed: Dict[int, List[Optional[float]]] = {}
-    for i, method in enumerate(shown):
-        for seed, value in zip(methods[method]['seeds'],
-                               methods[method]['top1']):
-            by_seed.setdefault(seed, [None] * len(shown))[i] = value
-    for seed, values in sorted(by_seed.items()):
-        xs = [i for i, v in enumerate(values) if v is not None]
-        left.plot(xs, [values[i] for i in xs], '-o', color='0.7', lw=0.8,
-                  ms=4, zorder=1)
-    for i, method in enumerate(shown):
-        info = methods[method]
-        left.errorbar(i + 0.15, info['mean'], yerr=info['std'], fmt='s',
-                      color='C3', capsize=4, zorder=2,
-                      label='mean +- std' if i == 0 else None)
-    left.set_xticks(range(len(shown)))
-    left.set_xticklabels([LABELS[m] for m in shown])
-    left.set_ylabel('top-1 (%), final epoch')
+    draw_per_seed(left, summary['methods'], LABELS)
     left.set_title('per seed (grey lines join a seed)')
-    left.legend(loc='best')
-    left.grid(axis='y', alpha=0.3)
-
     comparisons = [c for c in ('bake-vanilla', 'bake-label_smoothing')
                    if c in summary['paired']]
-    for j, comp in enumerate(comparisons):
-        info = summary['paired'][comp]
-        right.scatter([j] * len(info['diffs']), info['diffs'], color='C0',
-                      zorder=2)
-        right.hlines(info['mean'], j - 0.25, j + 0.25, color='C3', zorder=3)
-        right.annotate(f'{info["mean"]:+.2f}\n({info["wins"]}/'
-                       f'{len(info["seeds"])} wins)', (j + 0.28,
-                                                       info['mean']),
-                       va='center', fontsize=8)
-    right.axhline(0.0, color='k', lw=0.8)
-    right.set_xticks(range(len(comparisons)))
-    right.set_xticklabels([_comparison_label(c) for c in comparisons],
-                          fontsize=8)
-    right.set_xlim(-0.5, len(comparisons) - 0.2)
-    right.set_ylabel('paired difference (points)')
+    draw_paired(right, summary['paired'], comparisons, LABELS)
     right.set_title('per-seed differences (red: mean)')
-    right.grid(axis='y', alpha=0.3)
 
     if title is None:
         title = results.get('dataset', 'accuracy study')
