@@ -1,8 +1,8 @@
 """mmbake: BAKE self-distillation as a plugin for mmpretrain.
 
 Importing the package registers every mmbake type into mmpretrain's
-registries (``mmpretrain.registry.MODELS``, ``DATA_SAMPLERS``, ``HOOKS`` and
-``METRICS``), so that configs with ``default_scope='mmpretrain'`` find them
+registries (``mmpretrain.registry.MODELS``, ``DATA_SAMPLERS``,
+``TRANSFORMS``, ``HOOKS`` and ``METRICS``), so that configs with ``default_scope='mmpretrain'`` find them
 after ``custom_imports=dict(imports=['mmbake'])``.
 """
 from . import compat  # noqa: F401  (applies the narrow compatibility fixes)

@@ -108,9 +108,9 @@ SUPPORTED_HEADS = ('BAKEHead', 'BAKEVisionTransformerClsHead',
 
 def _unsupported_error(name: str) -> ValueError:
     return ValueError(
-        f'BAKE does not support {name}: {_UNSUPPORTED[name]}. Supported: '
-        f'{", ".join(SUPPORTED_HEADS)}, or make_bake_head() for a ClsHead '
-        'whose logits are one final layer applied to pre_logits.')
+        f'BAKE does not support {name}: {_UNSUPPORTED[name]}. Supported '
+        f'head types: {", ".join(SUPPORTED_HEADS)}, or make_bake_head() for '
+        'a ClsHead whose logits are one final layer applied to pre_logits.')
 
 
 def make_bake_head(head_cls: Type[ClsHead],
