@@ -203,16 +203,18 @@ def load_checkpoint_weights_only(path: str) -> Dict[str, Any]:
         # torch's message first suggests weights_only=False; keep only the
         # line that names what was refused.
         lines = [line.strip() for line in str(err).splitlines()]
-        reason = next((line for line in lines if 'Unsupported' in line
-                       or 'WeightsUnpickler' in line), lines[0] if lines
-                      else '')
+        reason = next((line for line in lines if 'unsupported' in
+                       line.lower() or 'WeightsUnpickler' in line),
+                      lines[0] if lines else '')
         raise ValueError(
             f'{path} holds objects that torch.load(weights_only=True) '
             'refuses, so it is not read (allowed: tensors, plain data and '
             f"the types of mmengine's training checkpoints): {reason}"
         ) from err
-    except RuntimeError as err:
-        raise ValueError(f'{path} is not a readable checkpoint: {err}') \
+    # A damaged or foreign file fails inside torch's reader with whatever
+    # its bytes provoke.
+    except (RuntimeError, KeyError, EOFError, ValueError) as err:
+        raise ValueError(f'{path} is not a readable checkpoint: {err!r}') \
             from err
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{path} holds a {type(checkpoint).__name__}, '

@@ -46,12 +46,11 @@ _DROP = object()
 def load_training_checkpoint(path: str) -> Dict[str, Any]:
     """Load a checkpoint written by mmengine's runner, onto the CPU.
 
-    The weights-only unpickler is used: importing mmbake adds to torch's
-    allowlist exactly the plain-data types that mmengine's ``message_hub``
-    stores (``mmbake.compat.allowlist_checkpoint_globals``), so no arbitrary
-    code in the file can run. On torch < 2.6, where that allowlist is not
-    available, the file is loaded the way mmengine itself loads it there
-    (``weights_only=False``): pass only checkpoints of your own runs.
+    Through ``mmbake.compat.load_checkpoint_weights_only``: the weights-only
+    unpickler with the plain-data types of mmengine's ``message_hub``
+    allowed for this one load, so no code in the file can run. On torch <
+    2.6, where that allowlist is not available, the file is loaded the way
+    mmengine itself loads it there: pass only checkpoints of your own runs.
 
     Args:
         path (str): The checkpoint file.
@@ -60,15 +59,9 @@ def load_training_checkpoint(path: str) -> Dict[str, Any]:
         dict: The checkpoint.
     """
     # Imported here, not at the top, so that ``--help`` stays instant.
-    from mmbake import compat
+    from mmbake.compat import load_checkpoint_weights_only
 
-    weights_only = compat.allowlist_checkpoint_globals()
-    checkpoint = torch.load(
-        path, map_location='cpu', weights_only=weights_only)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'{path} holds a {type(checkpoint).__name__}, '
-                         'expected a checkpoint dict.')
-    return checkpoint
+    return load_checkpoint_weights_only(path)
 
 
 def sanitize(value: Any, path: str, dropped: List[str]) -> Any:
