@@ -47,10 +47,10 @@ from typing import List, Optional, Sequence, Tuple
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 # benchmarks/ is no package: its modules import each other from here.
 import report  # noqa: E402
-from study_runs import (REPO_ROOT, changed_since_snapshot,  # noqa: E402
-                        checkpoint_meta, code_digest, machine_info,
-                        read_scalars, run_training, save_json, scalars_path,
-                        take_snapshot, utc_now)
+from study_runs import (  # noqa: E402
+    REPO_ROOT, add_output_args, changed_since_snapshot, checkpoint_meta,
+    code_digest, machine_info, read_scalars, run_training, save_json,
+    scalars_path, take_snapshot, utc_now)
 
 VANILLA_CONFIG = ('configs/fashion_mnist/'
                   'resnet18_1xb64-vanilla_fashion-mnist.py')
@@ -454,19 +454,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='trainings run at the same time')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch/OpenMP threads per training')
-    parser.add_argument('--data-root',
-                        default=osp.join(REPO_ROOT, 'data', 'fashion_mnist'))
-    parser.add_argument(
-        '--results',
-        default=osp.join(results_dir, 'accuracy_fashion_mnist.json'))
-    parser.add_argument('--markdown', help='default: results path, .md')
-    parser.add_argument('--plot', help='default: results path, .png')
-    parser.add_argument(
-        '--figure',
-        default=osp.join(REPO_ROOT, 'docs', 'figures',
-                         'accuracy_fashion_mnist.png'),
-        help='copy of the plot for the docs ("" for none)')
-    parser.add_argument('--log-dir', default=osp.join(results_dir, 'logs'))
+    add_output_args(parser, 'accuracy_fashion_mnist',
+                    osp.join(results_dir, 'logs'))
     parser.add_argument(
         '--keep-dir',
         default=osp.join(REPO_ROOT, 'work_dirs', 'accuracy'),

@@ -69,10 +69,10 @@ from equal_compute_arms import (ARMS, BAKE_ARGS, BASE_CONFIG,  # noqa: E402
                                 TEST_IMAGES, arm_config, arm_epochs, arm_plan,
                                 final_metrics, iterations_per_epoch,
                                 verify_run)
-from study_runs import (REPO_ROOT, changed_since_snapshot,  # noqa: E402
-                        checkpoint_meta, code_digest, git_state,
-                        machine_info, read_scalars, run_training, save_json,
-                        scalars_path, take_snapshot, utc_now)
+from study_runs import (  # noqa: E402
+    REPO_ROOT, add_output_args, changed_since_snapshot, checkpoint_meta,
+    code_digest, git_state, machine_info, read_scalars, run_training,
+    save_json, scalars_path, take_snapshot, utc_now)
 
 # Seed-major order; within a seed the longest runs first, so that two jobs
 # at a time finish a seed's pair together.
@@ -416,20 +416,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int,
                         help='torch/OpenMP threads per training (default: '
                         'CPU cores // jobs)')
-    parser.add_argument('--data-root',
-                        default=osp.join(REPO_ROOT, 'data', 'fashion_mnist'))
-    parser.add_argument(
-        '--results',
-        default=osp.join(results_dir, 'equal_compute_fashion_mnist.json'))
-    parser.add_argument('--markdown', help='default: results path, .md')
-    parser.add_argument('--plot', help='default: results path, .png')
-    parser.add_argument(
-        '--figure',
-        default=osp.join(REPO_ROOT, 'docs', 'figures',
-                         'equal_compute_fashion_mnist.png'),
-        help='copy of the plot for the docs ("" for none)')
-    parser.add_argument(
-        '--log-dir', default=osp.join(results_dir, 'logs', 'equal_compute'))
+    add_output_args(parser, 'equal_compute_fashion_mnist',
+                    osp.join(results_dir, 'logs', 'equal_compute'))
     parser.add_argument(
         '--work-dir',
         default=osp.join(REPO_ROOT, 'work_dirs', 'equal_compute'),

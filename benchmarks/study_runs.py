@@ -5,6 +5,7 @@ per run, on a snapshot of the code taken when it starts (other people keep
 editing the working tree for the hour a study runs), and reads each run's
 results back from mmengine's scalar log and final checkpoint.
 """
+import argparse
 import datetime
 import hashlib
 import json
@@ -154,6 +155,30 @@ def machine_info() -> Dict[str, object]:
     except ImportError:
         pass
     return info
+
+
+def add_output_args(parser: argparse.ArgumentParser, name: str,
+                    log_dir: str) -> None:
+    """Add the options every study shares: where it reads and writes.
+
+    Args:
+        parser (ArgumentParser): The study's parser.
+        name (str): The results' file stem, e.g.
+            ``'accuracy_fashion_mnist'``.
+        log_dir (str): Default folder of the runs' logs.
+    """
+    results_dir = osp.join(REPO_ROOT, 'benchmarks', 'results')
+    parser.add_argument('--data-root',
+                        default=osp.join(REPO_ROOT, 'data', 'fashion_mnist'))
+    parser.add_argument('--results',
+                        default=osp.join(results_dir, f'{name}.json'))
+    parser.add_argument('--markdown', help='default: results path, .md')
+    parser.add_argument('--plot', help='default: results path, .png')
+    parser.add_argument(
+        '--figure',
+        default=osp.join(REPO_ROOT, 'docs', 'figures', f'{name}.png'),
+        help='copy of the plot for the docs ("" for none)')
+    parser.add_argument('--log-dir', default=log_dir)
 
 
 def utc_now() -> str:
