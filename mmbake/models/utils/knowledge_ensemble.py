@@ -69,9 +69,8 @@ def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
                start: int, stop: int) -> torch.Tensor:
     """Rows ``start:stop`` of ``Q`` for unit ``feats`` and ``P = probs``."""
     own = probs[start:stop]
-    if feats.size(0) == 1 or omega == 0.0:
-        # One image has no mate: Q = P, as the authors' finite mask gives.
-        return own.clone()
+    if feats.size(0) == 1 or omega == 0.0:  # Q = P, as the authors' mask
+        return own.clone()  # gives for one image, which has no mate
     with torch.autocast(feats.device.type, enabled=False):
         # Cosines lie in [-1, 1]: exp() cannot overflow, so the row softmax
         # needs no max-shift, which keeps E exactly symmetric.
@@ -84,9 +83,11 @@ def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
         chol, _ = torch.linalg.cholesky_ex(system)
         targets = _solve(chol, probs, degree * (1.0 - omega))[start:stop]
     # A non-finite feature makes every degree NaN, a non-finite prediction
-    # the sum of P.
-    return torch.where(torch.isfinite(probs.sum() + degree.sum()), targets,
-                       own)
+    # the sum of P. On the CPU a host-side test is free and saves a pass.
+    finite = torch.isfinite(probs.sum() + degree.sum())
+    if not targets.is_cuda:
+        return targets if finite else own.clone()
+    return torch.where(finite, targets, own)
 
 
 def _local_targets(feats: torch.Tensor, logits: torch.Tensor, omega: float,
