@@ -98,6 +98,18 @@ ERROR_CASES = {
 }
 
 
+def assert_one_error_line(result, fragments) -> None:
+    """Exit status 2, no traceback, one ``error:`` line holding every
+    fragment."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith('error: ')]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
 def dataset_config(tmp_path, kind: str) -> str:
     """A BAKE config whose training set is multi-label or unlabelled.
 
@@ -190,13 +202,7 @@ def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
          '--cfg-options', *tiny_cfg_options, *options],
         timeout=120)
 
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines()
-              if line.startswith('error: ')]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0]
+    assert_one_error_line(result, fragments)
     after = snapshot(work_dir)
     assert {k: after.get(k) for k in before} == before
     assert not [k for k in after if k.endswith('.pth') and k not in before]
@@ -234,13 +240,7 @@ def test_data_errors_are_clear_in_every_tool(tool, case, tmp_path, run_tool,
         '--cfg-options', *tiny_cfg_options, option
     ], timeout=120)
 
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines()
-              if line.startswith('error: ')]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0]
+    assert_one_error_line(result, fragments)
 
 
 def labels_of_small_root(data_root: str) -> np.ndarray:
