@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmbake_tools.cli import (add_run_args, apply_cfg_options,
                               errors_as_one_line, leave_distributed,
                               load_config, new_parser, new_runner,
-                              parse_checked)
+                              parse_checked, say)
 from mmbake_tools.data_checks import (check_data_paths, check_labels_fit,
                                       reading_data)
 
@@ -147,8 +147,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         if args.out is not None and args.out_item == 'metrics':
             mmengine.dump(metrics, args.out)
         if 'accuracy/top1' in metrics:
-            print(f'Test top-1: {float(metrics["accuracy/top1"]):.2f}',
-                  flush=True)
+            # One write: the other ranks print their last line meanwhile.
+            say(f'Test top-1: {float(metrics["accuracy/top1"]):.2f}')
     if args.launcher != 'none':
         leave_distributed()
 
