@@ -39,8 +39,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 from typing import List, Optional, Sequence, Tuple
 
@@ -49,8 +47,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import report  # noqa: E402
 from study_runs import (  # noqa: E402
     REPO_ROOT, add_output_args, changed_since_snapshot, checkpoint_meta,
-    code_digest, machine_info, read_scalars, run_training, save_json,
-    scalars_path, take_snapshot, utc_now)
+    code_digest, machine_info, read_scalars, run_in_parallel, run_training,
+    save_json, say_stamped, scalars_path, take_snapshot, utc_now)
 
 VANILLA_CONFIG = ('configs/fashion_mnist/'
                   'resnet18_1xb64-vanilla_fashion-mnist.py')
@@ -374,8 +372,10 @@ class Study:
     def curves(self) -> None:
         """Curve runs for every --methods x --seeds, then the curves plot."""
         pairs = [(m, s) for s in self.args.seeds for m in self.args.methods]
-        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            list(pool.map(lambda pair: self.run_curves(*pair), pairs))
+        failures = run_in_parallel(self.run_curves, pairs, self.args.jobs,
+                                   self._print)
+        if failures:
+            raise SystemExit(f'{len(failures)} curve run(s) failed')
         seed = self.args.seeds[0]
         logs = {}
         for method in report.METHODS:
@@ -394,9 +394,7 @@ class Study:
             self._print(f'wrote {out}')
 
     def _print(self, message: str) -> None:
-        stamp = time.strftime('%H:%M:%S')
-        with self.lock:
-            print(f'[{stamp}] {message}', flush=True)
+        say_stamped(self.lock, message)
 
     def run(self) -> None:
         """Run every pending pair, ``--jobs`` at a time, then report."""
@@ -404,15 +402,8 @@ class Study:
         self._print(f'{len(pending)} runs to do: {pending}')
         with self.lock:
             self._save()
-        failures = []
-        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            futures = [pool.submit(self.run_one, m, s) for m, s in pending]
-            for future in futures:
-                try:
-                    future.result()
-                except Exception as exc:  # keep the other runs going
-                    failures.append(str(exc))
-                    self._print(f'FAILED: {exc}')
+        failures = run_in_parallel(self.run_one, pending, self.args.jobs,
+                                   self._print)
         changed = changed_since_snapshot(self.code_root)
         with self.lock:
             self.results['config']['changed_in_repo_since_snapshot'] = changed

@@ -57,8 +57,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -72,7 +70,8 @@ from equal_compute_arms import (ARMS, BAKE_ARGS, BASE_CONFIG,  # noqa: E402
 from study_runs import (  # noqa: E402
     REPO_ROOT, add_output_args, changed_since_snapshot, checkpoint_meta,
     code_digest, git_state, machine_info, read_scalars, run_training,
-    save_json, scalars_path, take_snapshot, utc_now)
+    run_in_parallel, save_json, say_stamped, scalars_path, take_snapshot,
+    utc_now)
 
 # Seed-major order; within a seed the longest runs first, so that two jobs
 # at a time finish a seed's pair together.
@@ -282,9 +281,7 @@ class Study:
         return run
 
     def _print(self, message: str) -> None:
-        stamp = time.strftime('%H:%M:%S')
-        with self.lock:
-            print(f'[{stamp}] {message}', flush=True)
+        say_stamped(self.lock, message)
 
     def run(self) -> None:
         """Run every pending pair, ``--jobs`` at a time, then report."""
@@ -292,18 +289,9 @@ class Study:
         self._print(f'{len(pending)} runs to do: {pending}')
         self._record_execution()
         configs = self.write_configs()
-        failures = []
-        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            futures = [
-                pool.submit(self.run_one, arm, seed, configs[arm])
-                for arm, seed in pending
-            ]
-            for future in futures:
-                try:
-                    future.result()
-                except Exception as exc:  # keep the other runs going
-                    failures.append(str(exc))
-                    self._print(f'FAILED: {exc}')
+        failures = run_in_parallel(
+            self.run_one, [(arm, seed, configs[arm]) for arm, seed in pending],
+            self.args.jobs, self._print)
         with self.lock:
             execution = self.results['config']['execution']
             execution['changed_in_repo_since_snapshot'] = \

@@ -16,8 +16,9 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from glob import glob
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # What a run executes (tools/train.py imports helpers from its own folder);
@@ -179,6 +180,40 @@ def add_output_args(parser: argparse.ArgumentParser, name: str,
         default=osp.join(REPO_ROOT, 'docs', 'figures', f'{name}.png'),
         help='copy of the plot for the docs ("" for none)')
     parser.add_argument('--log-dir', default=log_dir)
+
+
+def say_stamped(lock: threading.Lock, message: str) -> None:
+    """Print ``[HH:MM:SS] message`` whole, though runs report in parallel."""
+    stamp = time.strftime('%H:%M:%S')
+    with lock:
+        print(f'[{stamp}] {message}', flush=True)
+
+
+def run_in_parallel(fn: Callable[..., object], pairs: Sequence[tuple],
+                    jobs: int, say: Callable[[str], None]) -> List[str]:
+    """Call ``fn(*pair)`` for every pair, ``jobs`` at a time.
+
+    A failing call is reported through ``say``; the others go on.
+
+    Args:
+        fn (Callable): One run.
+        pairs (Sequence[tuple]): Its arguments, one tuple per run.
+        jobs (int): Runs at the same time.
+        say (Callable[[str], None]): Prints a progress line.
+
+    Returns:
+        list[str]: The failures' messages (empty if every run worked).
+    """
+    failures = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(fn, *pair) for pair in pairs]
+        for future in futures:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: B902 - keep the others going
+                failures.append(str(exc))
+                say(f'FAILED: {exc}')
+    return failures
 
 
 def utc_now() -> str:
