@@ -69,8 +69,8 @@ def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
                start: int, stop: int) -> torch.Tensor:
     """Rows ``start:stop`` of ``Q`` for unit ``feats`` and ``P = probs``."""
     own = probs[start:stop]
-    if feats.size(0) == 1 or omega == 0.0:  # Q = P, as the authors' mask
-        return own.clone()  # gives for one image, which has no mate
+    if feats.size(0) == 1 or omega == 0.0:
+        return own.clone()  # Q = P: one image has no mate to learn from
     with torch.autocast(feats.device.type, enabled=False):
         # Cosines lie in [-1, 1]: exp() cannot overflow, so the row softmax
         # needs no max-shift, which keeps E exactly symmetric.
