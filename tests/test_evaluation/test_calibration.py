@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.evaluator import Evaluator
 
-from mmbake.evaluation import Calibration
+from mmbake.evaluation import Calibration, reliability_bins
 from mmpretrain.evaluation import Accuracy
 from mmpretrain.registry import METRICS
 from mmpretrain.structures import DataSample
@@ -49,6 +49,10 @@ ECE = {
     15: 41.25,
 }
 
+# Mean confidence 2.25 / 4 = 0.5625 against accuracy 2 / 4: over-confident
+# by 6.25 points, whatever the bins.
+GAP = 6.25
+
 
 def as_samples(scores, labels):
     """Data samples as mmpretrain's heads and data pipeline fill them."""
@@ -74,6 +78,36 @@ def test_calculate_by_hand(num_bins):
         -(math.log(0.7) + math.log(0.6) + math.log(0.25) + math.log(0.35)) /
         4, rel=1e-12)
     assert out['ece'] == pytest.approx(ECE[num_bins], abs=1e-9)
+    assert out['confidence_gap'] == pytest.approx(GAP, abs=1e-9)
+
+
+def test_confidence_gap_has_the_sign_of_the_miscalibration():
+    # Under-confident: two images, both right, at confidence 0.6 and 0.8.
+    under = Calibration.calculate([[0.6, 0.4], [0.2, 0.8]], [0, 1])
+    assert under['confidence_gap'] == pytest.approx(-30.0)
+    assert under['ece'] == pytest.approx(30.0)
+    # Over-confident: the same scores, both wrong.
+    over = Calibration.calculate([[0.6, 0.4], [0.2, 0.8]], [1, 0])
+    assert over['confidence_gap'] == pytest.approx(70.0)
+    # ECE can be large while the signed gap cancels: confidences 0.5
+    # (wrong), 0.7 and 0.8 (right), each in a bin of its own; mean
+    # confidence 2/3 = accuracy.
+    mixed = Calibration.calculate(
+        [[0.5, 0.3, 0.2], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1]], [1, 0, 1],
+        num_bins=15)
+    assert mixed['confidence_gap'] == pytest.approx(0.0, abs=1e-9)
+    assert mixed['ece'] == pytest.approx((0.5 + 0.3 + 0.2) / 3 * 100)
+
+
+def test_reliability_bins_by_hand():
+    # The SCORES with 3 bins: (1/3, 2/3] holds images 1-3 (confidences
+    # 0.6, 0.5, 0.45, one right); (2/3, 1] image 0 (0.7, right).
+    confidence = np.array([0.7, 0.6, 0.5, 0.45])
+    correct = np.array([True, True, False, False])
+    bins = reliability_bins(confidence, correct, num_bins=3)
+    assert bins['count'].tolist() == [0, 3, 1]
+    assert bins['confidence'] == pytest.approx([0.0, 1.55, 0.7])
+    assert bins['correct'] == pytest.approx([0.0, 1.0, 1.0])
 
 
 def test_calculate_takes_tensors_and_arrays():

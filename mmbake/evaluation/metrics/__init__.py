@@ -1,4 +1,4 @@
 """Metrics registered into mmpretrain's ``METRICS`` registry."""
-from .calibration import Calibration
+from .calibration import Calibration, reliability_bins
 
-__all__ = ['Calibration']
+__all__ = ['Calibration', 'reliability_bins']

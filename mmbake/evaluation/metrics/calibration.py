@@ -1,4 +1,4 @@
-"""Calibration of classification scores: negative log-likelihood and ECE."""
+"""Calibration of classification scores: NLL, ECE and the confidence gap."""
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -15,7 +15,7 @@ _MIN_PROB = float(torch.finfo(torch.float32).tiny)
 
 @METRICS.register_module()
 class Calibration(BaseMetric):
-    r"""Negative log-likelihood and expected calibration error (ECE).
+    r"""Negative log-likelihood, expected calibration error and its sign.
 
     Both are computed from the class probabilities that mmpretrain's heads
     put in every data sample as ``pred_score`` (a softmax over the classes),
@@ -38,8 +38,15 @@ class Calibration(BaseMetric):
         \text{ECE} = \sum_b \frac{n_b}{N} \left| acc_b - conf_b \right|
 
     (Guo et al., *On Calibration of Modern Neural Networks*, ICML 2017, with
-    15 bins by default). NLL is reported in nats; ECE in percent, like
-    mmpretrain's ``Accuracy``. Each image is reduced to three numbers in
+    15 bins by default). ECE has no sign; the confidence gap gives it:
+
+    .. math::
+
+        \text{gap} = \frac{1}{N} \sum_i c_i - \text{accuracy}
+
+    positive for a model that is over-confident on average, negative for an
+    under-confident one. NLL is reported in nats; ECE and the gap in percent
+    (points), like mmpretrain's ``Accuracy``. Each image is reduced to three numbers in
     :meth:`process`, so collecting the results of several processes costs
     little even with many classes; mmengine's ``BaseMetric`` gathers them
     across ranks and drops the samples a distributed sampler padded.
@@ -50,15 +57,15 @@ class Calibration(BaseMetric):
         collect_device (str): Device used to collect results across ranks,
             ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
         prefix (str, optional): Prefix of the metric names; ``'calibration'``
-            (giving ``calibration/nll`` and ``calibration/ece``) when None.
-            Defaults to None.
+            (giving ``calibration/nll``, ``calibration/ece`` and
+            ``calibration/confidence_gap``) when None. Defaults to None.
 
     Examples:
         >>> import torch
         >>> from mmbake.evaluation import Calibration
         >>> scores = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
         >>> Calibration.calculate(scores, torch.tensor([0, 1]), num_bins=10)
-        {'nll': 0.5108..., 'ece': 35.0...}
+        {'nll': 0.5108..., 'ece': 35.0..., 'confidence_gap': 25.0...}
 
         As an extra evaluator of a config, beside ``Accuracy``::
 
@@ -109,13 +116,14 @@ class Calibration(BaseMetric):
                     correct=bool(correct[0])))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        """Compute NLL and ECE from the per-sample results of all ranks.
+        """Compute the metrics from the per-sample results of all ranks.
 
         Args:
             results (list[dict]): What :meth:`process` stored, collected.
 
         Returns:
-            dict[str, float]: ``nll`` (nats) and ``ece`` (percent).
+            dict[str, float]: ``nll`` (nats), ``ece`` and
+            ``confidence_gap`` (percent).
 
         Raises:
             ValueError: If there are no results.
@@ -131,7 +139,7 @@ class Calibration(BaseMetric):
     def calculate(pred_score: Union[torch.Tensor, np.ndarray, Sequence],
                   target: Union[torch.Tensor, np.ndarray, Sequence],
                   num_bins: int = 15) -> Dict[str, float]:
-        """Compute NLL and ECE from scores and labels, without a runner.
+        """Compute the metrics from scores and labels, without a runner.
 
         Args:
             pred_score (torch.Tensor | np.ndarray | Sequence): Class
@@ -142,7 +150,8 @@ class Calibration(BaseMetric):
                 ECE. Defaults to 15.
 
         Returns:
-            dict[str, float]: ``nll`` (nats) and ``ece`` (percent).
+            dict[str, float]: ``nll`` (nats), ``ece`` and
+            ``confidence_gap`` (percent).
 
         Raises:
             ValueError: If the shapes do not match or ``num_bins`` is not a
@@ -202,18 +211,46 @@ def _per_sample(score: torch.Tensor,
             (top1 == label).numpy())
 
 
-def _summarize(log_prob: np.ndarray, confidence: np.ndarray,
-               correct: np.ndarray, num_bins: int) -> Dict[str, float]:
-    """NLL (nats) and ECE (percent) of per-sample values; see the class."""
-    num = log_prob.shape[0]
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray,
+                     num_bins: int = 15) -> Dict[str, np.ndarray]:
+    """Group images into equal-width confidence bins (see ``Calibration``).
+
+    What a reliability diagram draws: per bin, the mean confidence against
+    the accuracy of the images that fell into it.
+
+    Args:
+        confidence (np.ndarray): Top-1 probabilities, shape ``(N, )``.
+        correct (np.ndarray): Whether each top-1 class is right, ``(N, )``.
+        num_bins (int): Number of bins over ``[0, 1]``. Defaults to 15.
+
+    Returns:
+        dict[str, np.ndarray]: Per bin, ``count`` (images), ``confidence``
+        and ``correct`` (sums over the bin's images; divide by ``count``
+        for the means).
+    """
     # Upper edges b / B (exact in float64 as written); searchsorted 'left'
     # puts a confidence equal to an edge into the bin that edge closes.
     inner_edges = np.arange(1, num_bins, dtype=np.float64) / num_bins
     bins = np.searchsorted(inner_edges, confidence, side='left')
-    conf_sum = np.bincount(bins, weights=confidence, minlength=num_bins)
-    correct_sum = np.bincount(
-        bins, weights=correct.astype(np.float64), minlength=num_bins)
+    return dict(
+        count=np.bincount(bins, minlength=num_bins),
+        confidence=np.bincount(
+            bins, weights=confidence, minlength=num_bins),
+        correct=np.bincount(
+            bins, weights=correct.astype(np.float64), minlength=num_bins))
+
+
+def _summarize(log_prob: np.ndarray, confidence: np.ndarray,
+               correct: np.ndarray, num_bins: int) -> Dict[str, float]:
+    """NLL (nats), ECE and confidence gap (percent); see the class."""
+    num = log_prob.shape[0]
+    bins = reliability_bins(confidence, correct, num_bins)
     # sum_b n_b / N * |acc_b - conf_b| = sum_b |correct_b - conf_sum_b| / N
     # (empty bins contribute 0).
-    ece = float(np.abs(correct_sum - conf_sum).sum() / num)
-    return {'nll': float(-log_prob.mean()), 'ece': ece * 100.0}
+    ece = float(np.abs(bins['correct'] - bins['confidence']).sum() / num)
+    gap = float(confidence.mean() - correct.mean())
+    return {
+        'nll': float(-log_prob.mean()),
+        'ece': ece * 100.0,
+        'confidence_gap': gap * 100.0
+    }
