@@ -2,10 +2,13 @@
 
 A ResNet-50 step of 32 images is bound by how fast the host launches
 kernels, and BAKE adds a few dozen small ones; replayed from a CUDA graph,
-each part of it is one launch (docs/benchmarks.md).
+each part of it is one launch (docs/benchmarks.md). The first replays of
+every graph are checked against eager execution, so a graph can cost speed
+but never correctness.
 """
+import math
 import warnings
-from typing import Any, Callable, Dict, Hashable, Optional
+from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple
 
 import torch
 
@@ -13,35 +16,91 @@ import torch
 _is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling',
                         lambda: False)
 
+# Replays of each graph compared with eager execution: the first shows a
+# wrong capture, the second (new inputs) an input the graph does not copy.
+CHECKED_REPLAYS = 2
+# Largest difference from eager execution that a replay may show.
+REPLAY_TOLERANCE = 1e-5
+
+
+def layout(args: tuple) -> tuple:
+    """What a graph is captured for: shape, dtype, device and strides of
+    each tensor argument, the value of any other (hashable) argument."""
+    return tuple((a.shape, a.dtype, a.device, a.stride())
+                 if torch.is_tensor(a) else a for a in args)
+
+
+def pack(out: Any) -> Tuple[tuple, tuple]:
+    """A function's result as graph outputs: a tuple of tensors.
+
+    Several outputs of one dtype are concatenated into one flat tensor,
+    so that copying them out of the graph is one kernel.
+
+    Returns:
+        tuple: ``(spec, tensors)``; :func:`unpack` undoes it.
+    """
+    outs = (out, ) if torch.is_tensor(out) else tuple(out)
+    joined = len(outs) > 1 and len({o.dtype for o in outs}) == 1
+    spec = (torch.is_tensor(out), joined, tuple(o.shape for o in outs))
+    if joined:
+        outs = (torch.cat([o.reshape(-1) for o in outs]), )
+    return spec, outs
+
+
+def unpack(spec: tuple, tensors: tuple) -> Any:
+    """The result :func:`pack` made ``tensors`` from."""
+    single, joined, shapes = spec
+    if joined:
+        parts = tensors[0].split([math.prod(shape) for shape in shapes])
+        tensors = tuple(p.view(shape) for p, shape in zip(parts, shapes))
+    return tensors[0] if single else tensors
+
+
+def difference(result: Any, expected: Any) -> float:
+    """Largest absolute difference between two results of one function.
+
+    NaN and infinities count as equal where both results hold the same;
+    anywhere else, and for results of other shapes or dtypes, the
+    difference is infinite.
+    """
+    results, expecteds = pack(result)[1], pack(expected)[1]
+    if [(t.shape, t.dtype) for t in results] != \
+            [(t.shape, t.dtype) for t in expecteds]:
+        return math.inf
+    largest = 0.0
+    for got, want in zip(results, expecteds):
+        got, want = got.double(), want.double()
+        if not torch.equal(torch.isfinite(got), torch.isfinite(want)):
+            return math.inf
+        finite = torch.isfinite(want)
+        if not torch.equal(got[~finite].nan_to_num(), want[~finite]
+                           .nan_to_num()):
+            return math.inf
+        if finite.any():
+            largest = max(largest,
+                          (got[finite] - want[finite]).abs().max().item())
+    return largest
+
 
 class _Graph:
-    """One captured call: its static inputs and (packed) outputs."""
+    """One captured call: its static inputs and outputs (CUDA only)."""
 
     def __init__(self, fn: Callable, args: tuple) -> None:
         self.args = tuple(a.detach().clone() if torch.is_tensor(a) else a
                           for a in args)
+        self.checks_left = CHECKED_REPLAYS
         self.graph = torch.cuda.CUDAGraph()
         device = next(a for a in args if torch.is_tensor(a)).device
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # workspaces are created here
             for _ in range(2):
-                self._run(fn)
+                fn(*self.args)
         torch.cuda.current_stream(device).wait_stream(side)
         # 'thread_local': a DataLoader's pin-memory thread may use CUDA
         # meanwhile; only this thread's calls belong to the graph.
         with torch.cuda.graph(self.graph, capture_error_mode='thread_local'):
-            self.outputs = self._run(fn)
-
-    def _run(self, fn: Callable) -> tuple:
-        out = fn(*self.args)
-        self.single = torch.is_tensor(out)
-        outs = (out, ) if self.single else tuple(out)
-        self.shapes = [o.shape for o in outs]
-        # Outputs of one dtype are packed: copying them out is one kernel.
-        self.packed = len(outs) > 1 and len({o.dtype for o in outs}) == 1
-        return (torch.cat([o.reshape(-1) for o in outs]),
-                ) if self.packed else outs
+            self.spec, self.outputs = pack(fn(*self.args))
 
     def __call__(self, args: tuple) -> Any:
         for static, arg in zip(self.args, args):
@@ -49,23 +108,21 @@ class _Graph:
                 static.copy_(arg)
         self.graph.replay()
         # Copies: a later replay must not change what was returned.
-        outs = [o.clone() for o in self.outputs]
-        if self.packed:
-            parts = outs[0].split([shape.numel() for shape in self.shapes])
-            outs = [p.view(shape) for p, shape in zip(parts, self.shapes)]
-        return outs[0] if self.single else tuple(outs)
+        return unpack(self.spec, tuple(o.clone() for o in self.outputs))
 
 
 class CUDAGraphs:
     """CUDA graphs of pure tensor functions, one per function and layout.
 
-    The layout of a call is derived from its arguments: the shape, dtype,
-    device and strides of each tensor, the value of anything else (which
-    must be hashable). A function must be capturable: no host
-    synchronisation, no collectives, no random numbers. Calls run eagerly
-    (same numbers) on CPU tensors, under ``torch.compile``, inside another
-    capture, beyond ``max_graphs`` layouts and after a failed capture (one
-    warning). Copies and pickles start empty.
+    The layout of a call is derived from its arguments (:func:`layout`). A
+    function must be capturable: no host synchronisation, no collectives,
+    no random numbers. Calls run eagerly (same numbers) on CPU tensors,
+    under ``torch.compile``, inside another capture, beyond ``max_graphs``
+    layouts and after a failed capture (one warning). The first
+    ``CHECKED_REPLAYS`` replays of each graph also run eagerly and are
+    compared: a replay that differs by more than ``REPLAY_TOLERANCE`` turns
+    the graphs of that function off, with one warning, and its eager
+    result is used. Copies and pickles start empty.
 
     Args:
         max_graphs (int): Most layouts captured. Defaults to 8.
@@ -77,6 +134,7 @@ class CUDAGraphs:
                              f'{max_graphs!r}.')
         self.max_graphs = max_graphs
         self._graphs: Dict[Hashable, Optional[_Graph]] = {}
+        self._eager: Set[Callable] = set()
 
     def __len__(self) -> int:
         return sum(graph is not None for graph in self._graphs.values())
@@ -91,22 +149,67 @@ class CUDAGraphs:
     def __call__(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` without autograd, from a graph where possible."""
         tensors = [a for a in args if torch.is_tensor(a)]
-        if not tensors or not all(t.is_cuda for t in tensors) or \
-                _is_compiling() or torch.cuda.is_current_stream_capturing():
+        if fn in self._eager or not tensors or \
+                not all(t.is_cuda for t in tensors) or _is_compiling() or \
+                torch.cuda.is_current_stream_capturing():
             return fn(*args)
-        key = (fn, ) + tuple((a.shape, a.dtype, a.device, a.stride())
-                             if torch.is_tensor(a) else a for a in args)
-        if key not in self._graphs:
-            if len(self._graphs) >= self.max_graphs:
-                return fn(*args)
-            try:
-                self._graphs[key] = _Graph(fn, args)
-            except (RuntimeError, TypeError) as error:  # TypeError: torch<2.1
+        key = (fn, ) + layout(args)
+        graph = self._graphs[key] if key in self._graphs else \
+            self._capture(key, fn, args)
+        return fn(*args) if graph is None else self._replay(graph, fn, args)
+
+    def _capture(self, key: Hashable, fn: Callable,
+                 args: tuple) -> Optional[_Graph]:
+        """A new graph for ``key``; None (eager) beyond the budget or if
+        the capture fails."""
+        if len(self._graphs) >= self.max_graphs:
+            return None
+        try:
+            self._graphs[key] = _Graph(fn, args)
+        except (RuntimeError, TypeError) as error:  # TypeError: torch<2.1
+            self._graphs[key] = None
+            warnings.warn(f'CUDAGraphs: capturing {fn.__name__} failed, it '
+                          f'runs eagerly for this layout ({error}).')
+        return self._graphs[key]
+
+    def _replay(self, graph: Callable, fn: Callable, args: tuple) -> Any:
+        """Replay ``graph``; while it has checks left, against eager."""
+        result = graph(args)
+        if graph.checks_left > 0:
+            graph.checks_left -= 1
+            result = self.checked(fn, args, result)
+        return result
+
+    def checked(self, fn: Callable, args: tuple, replayed: Any) -> Any:
+        """Compare a replayed result with ``fn(*args)`` run eagerly.
+
+        Args:
+            fn (Callable): The captured function.
+            args (tuple): The arguments of this call.
+            replayed (Any): What the graph returned for them.
+
+        Returns:
+            Any: ``replayed`` if it is within ``REPLAY_TOLERANCE`` of the
+            eager result; else the eager result, after turning the graphs
+            of ``fn`` off with one warning.
+        """
+        eager = fn(*args)
+        diff = difference(replayed, eager)
+        if diff <= REPLAY_TOLERANCE:
+            return replayed
+        self._eager.add(fn)
+        for key in self._graphs:
+            if key[0] is fn:
                 self._graphs[key] = None
-                warnings.warn(f'CUDAGraphs: capturing {fn.__name__} failed, '
-                              f'it runs eagerly for this layout ({error}).')
-        graph = self._graphs[key]
-        return fn(*args) if graph is None else graph(args)
+        inputs = ', '.join(
+            f'{str(a.dtype)[6:]}{list(a.shape)}' if torch.is_tensor(a) else
+            repr(a) for a in args)
+        warnings.warn(
+            f'CUDAGraphs: a replay of {fn.__name__} differs from eager '
+            f'execution by {diff:.3g} (tolerance {REPLAY_TOLERANCE}) for '
+            f'the layout ({inputs}); {fn.__name__} runs eagerly from now '
+            'on.')
+        return eager
 
 
 def run_graphed(graphs: Optional[CUDAGraphs], fn: Callable,

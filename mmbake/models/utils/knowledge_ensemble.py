@@ -44,27 +44,6 @@ def _soften(feats: torch.Tensor, logits: torch.Tensor,
     return feats, F.softmax(logits.float() / temperature, dim=1)
 
 
-# Where each way of applying the Cholesky factor is fastest (CPU: both beat
-# cholesky_solve; benchmarks/solve_branches.py, docs/benchmarks.md).
-_CPU_INVERSE_BELOW = 512
-
-
-def _solve(chol: torch.Tensor, probs: torch.Tensor,
-           scale: torch.Tensor) -> torch.Tensor:
-    """``(L L^T)^-1 diag(scale) P`` for the Cholesky factor ``L``."""
-    if chol.is_cuda:
-        return torch.cholesky_solve(probs * scale.unsqueeze(1), chol)
-    if chol.size(0) < _CPU_INVERSE_BELOW:
-        return torch.cholesky_inverse(chol).mul_(scale) @ probs
-    # Solves of the transposed system with the right-hand sides on the
-    # right, which LAPACK runs faster than cholesky_solve's.
-    rows = (probs * scale.unsqueeze(1)).t()
-    rows = torch.linalg.solve_triangular(chol.mT, rows, upper=True,
-                                         left=False)
-    rows = torch.linalg.solve_triangular(chol, rows, upper=False, left=False)
-    return rows.t().contiguous()
-
-
 def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
                start: int, stop: int) -> torch.Tensor:
     """Rows ``start:stop`` of ``Q`` for unit ``feats`` and ``P = probs``."""
@@ -81,12 +60,11 @@ def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
         # Positive definite for w < 1: the unchecked factorisation cannot
         # fail and needs no host synchronisation.
         chol, _ = torch.linalg.cholesky_ex(system)
-        targets = _solve(chol, probs, degree * (1.0 - omega))[start:stop]
+        scaled = probs * (degree * (1.0 - omega)).unsqueeze(1)
+        targets = torch.cholesky_solve(scaled, chol)[start:stop]
     # A non-finite feature makes every degree NaN, a non-finite prediction
-    # the sum of P. On the CPU a host-side test is free and saves a pass.
+    # the sum of P. Chosen on the device: no host synchronisation.
     finite = torch.isfinite(probs.sum() + degree.sum())
-    if not targets.is_cuda:
-        return targets if finite else own.clone()
     return torch.where(finite, targets, own)
 
 

@@ -29,7 +29,7 @@ def random_batch(num, dim=32, classes=10, seed=0):
 @pytest.mark.parametrize('temperature', [1.0, 4.0])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_matches_explicit_inverse(num, omega, temperature, dtype):
-    # Both CPU ways of applying the factor (below and from B = 512 on).
+    # The one solve every device runs (cholesky_solve).
     feats, logits = (t.to(dtype) for t in random_batch(num, seed=num))
     targets = knowledge_ensemble(feats, logits, omega, temperature)
     expected = reference_targets(feats, logits, omega, temperature)
@@ -107,14 +107,18 @@ def test_half_inputs_give_float32():
 
 @pytest.mark.parametrize('where', ['feats', 'logits'])
 @pytest.mark.parametrize('bad', [float('nan'), float('inf')])
-def test_non_finite_batch_ensembles_nothing(where, bad):
+@pytest.mark.parametrize('num', [1, 2, 17, 256, 600])
+@pytest.mark.parametrize('omega', [0.0, 0.5, 0.9])
+def test_non_finite_batch_ensembles_nothing(where, bad, num, omega):
     # Every row falls back to its own softened prediction (NaN only where
-    # the row's own logits are), without raising or synchronising.
-    feats, logits = random_batch(8)
-    (feats if where == 'feats' else logits)[3, 1] = bad
-    torch.testing.assert_close(knowledge_ensemble(feats, logits),
-                               F.softmax(logits / 4.0, dim=1),
-                               equal_nan=True)
+    # the row's own logits are), chosen on the device (torch.where, the
+    # code CUDA runs), without raising or synchronising.
+    feats, logits = random_batch(num, seed=num)
+    (feats if where == 'feats' else logits)[min(3, num - 1), 1] = bad
+    own = F.softmax(logits.double() / 4.0, dim=1)
+    torch.testing.assert_close(
+        knowledge_ensemble(feats, logits, omega).double(), own, atol=1e-6,
+        rtol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize('kwargs, match', [
