@@ -17,8 +17,15 @@ pycls_test_pipeline = [
     dict(
         type='LoadImageFromFile',
         imdecode_backend='pillow',
-        color_type='color_ignore_orientation',
-        to_float32=True),
+        color_type='color_ignore_orientation'),
+    # float32 as a step of its own (mmpretrain's ToNumpy casts arrays too),
+    # not the loader's to_float32: mmpretrain's inference_model and
+    # ImageClassificationInferencer replace the loader with their own uint8
+    # OpenCV decoding and keep this step, so that a file gets the same
+    # network input through them as here (a uint8 resize would round it).
+    # (OpenCV, unlike PIL, applies EXIF orientation: there a photo with an
+    # orientation tag is turned upright first.)
+    dict(type='ToNumpy', dtype='float32'),
     # Short side to 256 (long side rounded down, as pycls does), bilinear
     # with OpenCV on the float image; an image whose short side is already
     # 256 comes back unchanged, as in pycls.

@@ -63,7 +63,8 @@ def test_config_is_the_authors_recipe_with_their_test_pipeline(name):
         assert cfg[loader]['dataset'].pop('pipeline') == pipeline
         recipe[loader]['dataset'].pop('pipeline')
     assert [t['type'] for t in pipeline] == [
-        'LoadImageFromFile', 'ResizeEdge', 'PyclsCenterCrop', 'PackInputs'
+        'LoadImageFromFile', 'ToNumpy', 'ResizeEdge', 'PyclsCenterCrop',
+        'PackInputs'
     ]
     backbone = cfg['model'].pop('backbone')
     recipe_backbone = recipe['model'].pop('backbone')
@@ -164,7 +165,10 @@ def test_pipeline_gives_the_authors_network_input(shape, tmp_path):
 
     # mmcv's CenterCrop would have cut elsewhere on these shapes.
     stock = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-    stock[2] = dict(type='CenterCrop', crop_size=224)
+    (crop, ) = [
+        i for i, t in enumerate(stock) if t['type'] == 'PyclsCenterCrop'
+    ]
+    stock[crop] = dict(type='CenterCrop', crop_size=224)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         stock = Compose([TRANSFORMS.build(t) for t in stock])
     shifted = preprocessor(

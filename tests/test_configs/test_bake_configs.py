@@ -134,6 +134,17 @@ def without_bake_part(cfg: Config) -> dict:
     for arg in BAKE_ARGS:
         head.pop(arg, None)
     d['train_dataloader'].pop('batch_sampler', None)
+    # The Fashion-MNIST zoo entry's evaluation also takes image files:
+    # ToGrayscale leads its test pipeline, an identity on the dataset's
+    # gray arrays (tests/test_configs/test_model_zoo_inference.py); the
+    # plain twin stays runnable without mmbake.
+    pipelines = [d.get('test_pipeline', [])] + [
+        d[loader]['dataset']['pipeline']
+        for loader in ('val_dataloader', 'test_dataloader')
+    ]
+    for pipeline in pipelines:
+        if pipeline and pipeline[0]['type'] == 'ToGrayscale':
+            del pipeline[0]
     return d
 
 

@@ -34,7 +34,7 @@ def test_evaluation_uses_the_test_files():
     assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs
 
 
-def test_bake_twin_differs_only_in_head_and_batch_sampler():
+def test_bake_twin_differs_only_in_head_sampler_and_file_input():
     plain = Config.fromfile(PLAIN_CONFIG).to_dict()
     bake = Config.fromfile(BAKE_CONFIG).to_dict()
     bake_head = bake['model'].pop('head')
@@ -48,6 +48,15 @@ def test_bake_twin_differs_only_in_head_and_batch_sampler():
     assert bake['train_dataloader'].pop('batch_sampler') == dict(
         type='ClassAwareBatchSampler', num_instances=2)
     assert 'batch_sampler' not in plain['train_dataloader']
+    # The zoo entry's evaluation also takes image files (ToGrayscale is an
+    # identity on the dataset's arrays); the plain twin needs no mmbake.
+    for cfg, first in ((bake, ['ToGrayscale']), (plain, [])):
+        pipelines = [cfg.pop('test_pipeline')] + [
+            cfg[loader]['dataset'].pop('pipeline')
+            for loader in ('val_dataloader', 'test_dataloader')
+        ]
+        for pipeline in pipelines:
+            assert [t['type'] for t in pipeline] == first + ['PackInputs']
     # Separate work dirs keep the twins' checkpoints (and --resume) apart.
     assert plain.pop('work_dir') == (
         './work_dirs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist')

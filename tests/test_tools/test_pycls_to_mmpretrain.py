@@ -197,6 +197,64 @@ def test_resnet50_matches_pycls_through_the_model_zoo(resnet50):
     assert torch.equal(ours.topk(5).indices, theirs.topk(5).indices)
 
 
+def test_converted_resnet50_classifies_jpeg_files(resnet50, tmp_path):
+    """Through the zoo entry with the converted file: mmpretrain's
+    inferencer (which decodes files itself, with OpenCV, to uint8 BGR)
+    gives the network input, class and scores of the config's test
+    pipeline (the authors' preprocessing), with pycls's centre crop."""
+    import cv2
+    import mmpretrain
+    from mmcv.transforms import Compose
+    from mmengine.registry import DefaultScope
+    from mmpretrain.apis import ImageClassificationInferencer, ModelHub
+    from mmpretrain.registry import TRANSFORMS
+
+    import mmbake  # noqa: F401  (registers the zoo)
+    # A smooth colour image whose short side is resized (300 -> 256) and
+    # whose crop margin is odd, and its gray version.
+    noise = np.random.default_rng(3).integers(0, 256, (38, 52, 3), np.uint8)
+    colour = cv2.resize(noise, (414, 300), interpolation=cv2.INTER_CUBIC)
+    paths = [str(tmp_path / 'colour.jpg'), str(tmp_path / 'gray.jpg')]
+    cv2.imwrite(paths[0], colour)
+    cv2.imwrite(paths[1], cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY))
+
+    config = ModelHub.get(ZOO_NAME).config
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        pipeline = Compose([
+            TRANSFORMS.build(t)
+            for t in config.test_dataloader.dataset.pipeline
+        ])
+    inferencer = ImageClassificationInferencer(
+        ZOO_NAME, pretrained=resnet50['release'], device='cpu')
+    # The inferencer's own decoding replaces LoadImageFromFile only.
+    steps = [type(t).__name__ for t in inferencer.pipeline.transforms]
+    assert steps == [
+        'PILToNumpy', 'ResizeEdge', 'PyclsCenterCrop', 'PackInputs'
+    ]
+    expected = {}
+    for path in paths:
+        packed = pipeline(dict(img_path=path))
+        (batch, ) = inferencer.preprocess([path])
+        assert torch.equal(batch['inputs'][0], packed['inputs']), path
+        with torch.no_grad():
+            (sample, ) = inferencer.model.test_step(
+                dict(
+                    inputs=[packed['inputs']],
+                    data_samples=[packed['data_samples']]))
+        expected[path] = sample.pred_score.numpy()
+        (result, ) = inferencer([path])
+        assert result['pred_label'] == expected[path].argmax()
+        np.testing.assert_allclose(
+            result['pred_scores'], expected[path], rtol=1e-6, atol=0)
+
+    # The one-call form, on the colour file.
+    result = mmpretrain.inference_model(
+        ZOO_NAME, paths[0], pretrained=resnet50['release'])
+    assert result['pred_label'] == expected[paths[0]].argmax()
+    np.testing.assert_allclose(
+        result['pred_scores'], expected[paths[0]], rtol=1e-6, atol=0)
+
+
 def test_release_file_and_report(resnet50):
     path, src = resnet50['release'], resnet50['src']
     match = re.fullmatch(

@@ -1,4 +1,5 @@
 """Data transforms for mmpretrain pipelines."""
 from .pycls_center_crop import PyclsCenterCrop
+from .to_grayscale import ToGrayscale
 
-__all__ = ['PyclsCenterCrop']
+__all__ = ['PyclsCenterCrop', 'ToGrayscale']
