@@ -1,37 +1,48 @@
 #!/usr/bin/env bash
-# GPU checks of mmbake in one script, bounded by BUDGET seconds (default
-# 300: with a machine's start, a rerun still fits in 15 minutes):
-#   1. the GPU tests: CUDA ensembling equals CPU, AMP fp16, NCCL, CUDA
-#      graphs equal eager execution, and two ranks training BAKEHead with
-#      global_ensemble=True on the one GPU (gloo with CUDA tensors; NCCL
-#      where there are two GPUs), graphs on and off, against one CPU
-#      process; plus the compatibility fixes, which must stay off there;
-#   2. benchmarks/bake_overhead.py on CUDA: knowledge_ensemble vs the
-#      explicit inverse; the ResNet-50 step (224 px, batch 32, AMP,
-#      channels_last) with BAKEHead (graphs on and off), LinearClsHead and
-#      a control, paired per round: first with the local batch of 32, then
-#      ensembled over 8 x 32 images as each rank of the 8xb32 recipe does.
-# Usage: bash tools/gpu_check.sh [OUT_DIR]   (logs and JSON go to OUT_DIR)
+# Check mmbake on a CUDA machine in one command, bounded by BUDGET seconds
+# (default 420), and print a verdict with the figures:
+#   1. the GPU tests (tests/test_models/test_gpu.py): CUDA ensembling equals
+#      the CPU's, fp16 AMP, CUDA graphs equal eager execution (fp32 and
+#      AMP, deep copy, NaN in a captured layout), a graph with a stale
+#      input caught by its replay check, two ranks with global_ensemble on
+#      the one GPU (gloo) against one CPU process, graphs on and off; and
+#      tests/test_compat.py (the CPU-only fixes stay off on CUDA);
+#   2. the paired step overhead of BAKEHead against LinearClsHead, AMP,
+#      graphs on and off (benchmarks/bake_overhead.py): ResNet-50, 224 px,
+#      32 local images, then the 8xb32 recipe's 256-image ensemble (the
+#      other 224 rows handed in where the gather would be).
+# Usage: bash tools/gpu_check.sh [OUT_DIR]    (logs go to OUT_DIR)
 # Environment: PYTHON (python3), BUDGET (seconds), ROUNDS (step rounds, 40).
-# On a machine without the mm packages, install them first, e.g. from
-# wheels: pip install --no-deps --target /tmp/site .whl/*.whl and
-# PYTHONPATH=/tmp/site (docs/benchmarks.md, "GPU figures").
+# Without mmengine/mmcv/mmpretrain installed, their wheels in .whl/ (or
+# WHEELS) are installed into OUT_DIR/site first (docs/benchmarks.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-work_dirs/gpu_check}
 PYTHON=${PYTHON:-python3}
-BUDGET=${BUDGET:-300}
+BUDGET=${BUDGET:-420}
 ROUNDS=${ROUNDS:-40}
+WHEELS=${WHEELS:-.whl}
 DEADLINE=$((SECONDS + BUDGET))
 mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
 if ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
     echo "gpu_check.sh: no CUDA device is visible to $PYTHON" >&2
     exit 2
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
-    | tee "$OUT_DIR/gpu.txt"
-git rev-parse HEAD 2> /dev/null | tee "$OUT_DIR/commit.txt"
-export PYTHONUNBUFFERED=1
+if ! "$PYTHON" -c 'import mmpretrain' 2> /dev/null; then
+    if ! ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+        echo "gpu_check.sh: mmpretrain is not installed and $WHEELS/ holds" \
+            "no wheels" >&2
+        exit 2
+    fi
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
+        --target "$OUT_DIR/site" "$WHEELS"/*.whl || exit 2
+    export PYTHONPATH="$PYTHONPATH:$PWD/$OUT_DIR/site"
+fi
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  "$PYTHON" -c 'import torch; print("torch", torch.__version__)'
+  git rev-parse HEAD 2> /dev/null; } | tee "$OUT_DIR/machine.txt"
 
 # step NAME COMMAND...: run within what is left of the budget, log to OUT_DIR
 step() {
@@ -46,15 +57,18 @@ step() {
 
 # The benchmarks run even when a test fails; the exit status is the tests'.
 step gpu_tests "$PYTHON" -m pytest tests/test_models/test_gpu.py \
-    tests/test_compat.py -v -p no:cacheprovider
+    tests/test_compat.py -v \
+    -p no:cacheprovider
 tests_status=$?
-step ensemble_cuda "$PYTHON" benchmarks/bake_overhead.py --device cuda \
-    --skip-step --ensemble-repeats 10 --json "$OUT_DIR/ensemble_cuda.json"
-step step_local32 "$PYTHON" benchmarks/bake_overhead.py --device cuda \
-    --skip-ensemble --amp --channels-last --step-repeats "$ROUNDS" \
-    --json "$OUT_DIR/step_local32.json"
-step step_8xb32 "$PYTHON" benchmarks/bake_overhead.py --device cuda \
-    --skip-ensemble --amp --channels-last --step-repeats "$ROUNDS" \
-    --simulate-ranks 8 --json "$OUT_DIR/step_8xb32.json"
-echo "gpu_check.sh: done in $SECONDS s, tests exit status $tests_status"
+for ranks in 1 8; do
+    step "step_${ranks}x32" "$PYTHON" benchmarks/bake_overhead.py \
+        --device cuda --skip-ensemble --amp --channels-last \
+        --step-repeats "$ROUNDS" --simulate-ranks "$ranks" \
+        --goals "$([ "$ranks" = 1 ] && echo 1 || echo 2)" 5
+done
+
+echo "== gpu_check.sh verdict ($SECONDS s, $(head -1 "$OUT_DIR/machine.txt"))"
+tail -1 "$OUT_DIR/gpu_tests.log"
+grep -h '^verdict:' "$OUT_DIR"/step_*.log
+echo "tests exit status $tests_status"
 exit "$tests_status"

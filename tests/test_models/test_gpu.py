@@ -149,6 +149,41 @@ def test_deep_copy_after_capture_and_non_finite_batch():
     assert feats.grad[finite_rows].abs().sum().item() == 0.0
 
 
+class Holder:
+    """A hashable argument holding a tensor: a graph reads the memory the
+    tensor had at capture, so rebinding ``value`` makes its input stale."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def scaled(x, holder):
+    return x * holder.value, x.sum()
+
+
+def test_a_graph_with_a_stale_input_is_caught_and_turned_off():
+    from mmbake.models.utils.cuda_graphs import CUDAGraphs
+    graphs = CUDAGraphs()
+    holder = Holder(torch.tensor(2.0, device='cuda'))
+    first, second, third = (torch.randn(8, 4, device='cuda')
+                            for _ in range(3))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # first replay: right
+        torch.testing.assert_close(graphs(scaled, first, holder)[0],
+                                   2 * first)
+    assert len(graphs) == 1
+    old = holder.value  # kept alive: the graph still reads it
+    holder.value = torch.tensor(3.0, device='cuda')
+    with pytest.warns(UserWarning, match='replay of scaled differs'):
+        out = graphs(scaled, second, holder)
+    # Eager numbers from the check on, and eagerly from now on.
+    torch.testing.assert_close(out[0], 3 * second, atol=0, rtol=0)
+    torch.testing.assert_close(graphs(scaled, third, holder)[0], 3 * third,
+                               atol=0, rtol=0)
+    assert len(graphs) == 0 and old.item() == 2.0
+
+
 def rank_feats(rank, size):
     return torch.randn(size, 64, generator=torch.Generator().manual_seed(
         100 * rank + size))
