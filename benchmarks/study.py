@@ -83,9 +83,9 @@ def load_study(path: str) -> dict:
         if set(run) != set(RUN_KEYS) or run['arm'] not in study['arms']:
             raise ValueError(f'{path}: a run needs exactly the keys '
                              f'{RUN_KEYS} and a declared arm, got {run}')
-        if run_key(run) in seen:
+        if str(run_key(run)) in seen:
             raise ValueError(f'{path}: run declared twice: {run_key(run)}')
-        seen.add(run_key(run))
+        seen.add(str(run_key(run)))
     for pair in study['compare']:
         if len(pair) != 2 or not set(pair) <= set(study['arms']):
             raise ValueError(f'{path}: compare holds [arm, baseline] pairs '
@@ -93,9 +93,9 @@ def load_study(path: str) -> dict:
     return study
 
 
-def run_key(run: dict) -> tuple:
+def run_key(run: dict) -> list:
     """What identifies a run: arm, group and seed."""
-    return run['arm'], run['group'], run['seed']
+    return [run['arm'], run['group'], run['seed']]
 
 
 def run_name(run: dict) -> str:
@@ -132,14 +132,12 @@ def code_state() -> dict:
 
 
 def machine() -> dict:
-    """CPU count, processor, platform, Python and torch of this host."""
+    """CPU count, processor, platform, Python, torch and GPU of this host."""
     import torch
-    info = dict(cpus=os.cpu_count(), processor=platform.processor(),
+    return dict(cpus=os.cpu_count(), processor=platform.processor(),
                 platform=platform.platform(),
-                python=platform.python_version(), torch=torch.__version__)
-    if torch.cuda.is_available():
-        info['gpu'] = torch.cuda.get_device_name(0)
-    return info
+                python=platform.python_version(), torch=torch.__version__,
+                gpu=torch.cuda.is_available() and torch.cuda.get_device_name())
 
 
 def save(path: str, data: dict) -> None:
@@ -275,9 +273,8 @@ class Study:
         self.results = open_results(study, args.results)
 
     def pending(self) -> List[dict]:
-        done = {tuple(r['key']) for r in self.results['runs']}
-        return [r for r in self.study['runs']
-                if tuple(json.loads(json.dumps(run_key(r)))) not in done]
+        done = [r['key'] for r in self.results['runs']]
+        return [r for r in self.study['runs'] if run_key(r) not in done]
 
     def options(self, run: dict) -> List[str]:
         """The declared ``--cfg-options`` of a run, seed included."""
