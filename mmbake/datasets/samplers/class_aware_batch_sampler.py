@@ -106,8 +106,7 @@ class ClassAwareBatchSampler(Sampler):
         self._pos_in_class = np.empty_like(self._by_class)
         self._pos_in_class[self._by_class] = (
             np.arange(len(labels)) - np.repeat(starts, self._size))
-        classes = sorted_labels[starts]
-        self.singleton_classes: List[int] = classes[self._size == 1].tolist()
+        self.singleton_classes = sorted_labels[starts[self._size < 2]].tolist()
         # Every rank sees the same labels: one warning from rank 0 is enough.
         if self.singleton_classes and self.num_instances > 1 \
                 and self.rank == 0:

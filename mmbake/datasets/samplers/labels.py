@@ -37,6 +37,8 @@ def get_dataset_labels(dataset: Any) -> np.ndarray:
     """
     if hasattr(dataset, 'full_init'):
         dataset.full_init()
+    if not hasattr(dataset, '__len__'):
+        raise ValueError(f'dataset must be sized, got {type(dataset)}')
     num_samples = len(dataset)
     if num_samples == 0:
         raise ValueError('dataset is empty: there is nothing to sample')
