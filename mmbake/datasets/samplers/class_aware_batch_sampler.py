@@ -1,7 +1,9 @@
 """Class-aware batches for BAKE: every anchor comes with same-class mates."""
 import math
 import warnings
-from typing import Iterator, List, Optional
+from itertools import chain, cycle, repeat
+from numbers import Integral
+from typing import Iterator, List
 
 import numpy as np
 from mmengine.dataset import InfiniteSampler
@@ -12,9 +14,8 @@ from mmpretrain.registry import DATA_SAMPLERS
 from .labels import get_dataset_labels
 
 EPOCH_MODES = ('images', 'anchors')
-# Anchors are processed this many batches at a time: large enough for numpy
-# to amortise its per-call cost, small enough that an InfiniteSampler is
-# only read a little ahead of the training loop.
+# Batches made per numpy pass: enough to amortise numpy's per-call cost, few
+# enough to read an InfiniteSampler only a little ahead of training.
 _CHUNK_BATCHES = 256
 
 
@@ -22,47 +23,22 @@ _CHUNK_BATCHES = 256
 class ClassAwareBatchSampler(Sampler):
     """Batch sampler that follows every anchor with same-class mates (BAKE).
 
-    Each batch holds ``batch_size // num_instances`` anchors, taken in the
-    order of the wrapped ``sampler`` (so shuffling, rank sharding and
-    ``set_epoch`` are those of mmengine's ``DefaultSampler`` or
-    ``InfiniteSampler``). Each anchor is followed by ``num_instances - 1``
-    mates drawn from its class:
+    Each batch holds ``batch_size // num_instances`` anchors in the order of
+    the wrapped ``sampler`` (its shuffling, rank sharding and ``set_epoch``
+    unchanged), each followed by ``num_instances - 1`` mates of its class:
+    never the anchor itself, unless the class has one image (one warning
+    lists such classes); without replacement if the class has enough
+    images. Mates are seeded by ``(seed, epoch, rank)``, with the wrapped
+    sampler's ``seed`` and ``epoch``: an epoch's batches are reproducible,
+    differ between epochs and are the same after a resume.
 
-    - never the anchor itself while its class has two or more images;
-    - without replacement while the class has at least ``num_instances``
-      images, with replacement among the other images otherwise;
-    - a class with a single image repeats the anchor as its own mate (one
-      warning at construction lists such classes).
-
-    Mates come from a numpy generator seeded by ``(seed, epoch, rank)``:
-    ``seed`` is the wrapped sampler's seed (identical on every rank),
-    ``epoch`` the wrapped sampler's epoch when iteration starts. The batches
-    of an epoch are therefore a pure function of ``(seed, epoch, rank)``:
-    reproducible, different every epoch, and identical after a resume.
-
-    Epoch length (``epoch_mode``), with ``N = len(dataset)``, ``W`` the world
-    size, ``n = ceil(N / W)`` the plain sampler's share of one rank and
-    ``A = batch_size // num_instances`` anchors per batch:
-
-    - ``'images'`` (default): an epoch holds as many images as the plain
-      sampler's epoch, ``ceil(n / batch_size)`` batches. ``batch_size`` keeps
-      meaning images per GPU per iteration, so iteration counts, schedules
-      and ``auto_scale_lr`` are those of the plain config. Only the first
-      ``ceil(n / batch_size) * A`` anchors of the wrapped order are used in
-      an epoch (about ``1 / num_instances`` of it); shuffling draws a
-      different subset every epoch.
-    - ``'anchors'``: every index of the rank's share is an anchor once,
-      ``ceil(n / A)`` batches: ``num_instances`` times the iterations of a
-      plain epoch (the authors' convention). Epoch-based schedules then see
-      ``num_instances`` times the images and iterations.
-
-    Every rank yields exactly ``len(self)`` full batches of ``batch_size``
-    indices (``n`` does not depend on the rank), so a cross-rank gather in
-    the head never waits for a missing or short batch. If the wrapped
-    sampler runs out of anchors first (e.g. ``round_up=False``, or the last
-    batch of ``'anchors'`` mode), its order is restarted to fill the epoch.
-    With an ``InfiniteSampler`` the iteration never ends; ``len()`` still
-    reports the per-epoch formula above.
+    With ``n = ceil(len(dataset) / world_size)``, an epoch has
+    ``ceil(n / batch_size)`` batches in ``'images'`` mode (the images of a
+    plain epoch) and ``ceil(n * num_instances / batch_size)`` in
+    ``'anchors'`` mode (every index of the share an anchor once), on every
+    rank, so a cross-rank gather never waits; the wrapped order restarts if
+    it runs out first. With an ``InfiniteSampler`` it never ends. See
+    docs/sampler.md.
 
     Args:
         sampler (Sampler): The sampler of anchors, usually mmengine's
@@ -82,22 +58,22 @@ class ClassAwareBatchSampler(Sampler):
                  batch_size: int,
                  num_instances: int = 2,
                  epoch_mode: str = 'images') -> None:
-        if not hasattr(sampler, 'dataset') or not hasattr(
-                sampler, '__iter__'):
+        if not (hasattr(sampler, 'dataset') and hasattr(sampler, '__iter__')):
             raise ValueError(
                 'sampler must be an iterable sampler with a `dataset` '
                 '(e.g. mmengine DefaultSampler or InfiniteSampler), got '
                 f'{sampler!r}')
-        if not _is_int(batch_size) or batch_size <= 0:
+        if not isinstance(batch_size, Integral) or isinstance(
+                batch_size, bool) or batch_size <= 0:
             raise ValueError(
                 f'batch_size must be a positive int, got {batch_size!r}')
-        if not _is_int(num_instances) or num_instances < 1:
+        if not isinstance(num_instances, Integral) or isinstance(
+                num_instances, bool) or num_instances < 1:
             raise ValueError(
                 f'num_instances must be an int >= 1, got {num_instances!r}')
         if batch_size % num_instances != 0:
-            raise ValueError(
-                f'batch_size ({batch_size}) must be divisible by '
-                f'num_instances ({num_instances})')
+            raise ValueError(f'batch_size ({batch_size}) must be divisible by '
+                             f'num_instances ({num_instances})')
         if epoch_mode not in EPOCH_MODES:
             raise ValueError(f'epoch_mode must be one of {EPOCH_MODES}, got '
                              f'{epoch_mode!r}')
@@ -108,51 +84,29 @@ class ClassAwareBatchSampler(Sampler):
         self.epoch_mode = epoch_mode
         self.anchors_per_batch = self.batch_size // self.num_instances
         self.rank, self.world_size = get_dist_info()
-        # Only used when the wrapped sampler has no seed of its own; the
-        # call is collective, so every rank makes it at construction.
-        self._fallback_seed: Optional[int] = (
-            None if getattr(sampler, 'seed', None) is not None else
-            sync_random_seed())
+        # sync_random_seed() is collective: every rank calls it, or none.
+        seed = getattr(sampler, 'seed', None)
+        self.seed = int(seed) if seed is not None else sync_random_seed()
 
         labels = get_dataset_labels(sampler.dataset)
-        self._build_class_index(labels)
         self.num_samples = math.ceil(len(labels) / self.world_size)
-
-    def _build_class_index(self, labels: np.ndarray) -> None:
-        """Precompute, once, where every index sits among its class mates.
-
-        ``_by_class`` lists the dataset indices sorted by class; the class of
-        index ``i`` occupies ``_by_class[start : start + size]`` with
-        ``start = _class_start[_code[i]]``, ``size = _class_size[_code[i]]``,
-        and ``i`` itself is at offset ``_pos_in_class[i]`` of that slice.
-        """
-        num = labels.shape[0]
-        index_dtype = np.int32 if num < 2**31 else np.int64
-        # Labels are >= 0 (checked when read); below 2**16 numpy's stable
-        # argsort is a radix sort, several times faster at ImageNet scale.
+        # Indices grouped by class, ascending within a class: class number c
+        # is _by_class[_start[c]:_start[c] + _size[c]], index i is class
+        # _code[i] at offset _pos_in_class[i]. Below 2**16, labels (>= 0)
+        # sort as uint16 by numpy's radix sort, 4x faster at ImageNet scale.
         keys = labels.astype(np.uint16) if labels.max() < 2**16 else labels
-        by_class = np.argsort(keys, kind='stable').astype(index_dtype)
-        sorted_labels = labels[by_class]
-        class_start = np.concatenate(
-            [[0], np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1])
-        class_size = np.diff(np.append(class_start, num))
-        class_ids = sorted_labels[class_start]
-        code_sorted = np.repeat(
-            np.arange(class_ids.shape[0], dtype=index_dtype), class_size)
-        code = np.empty(num, dtype=index_dtype)
-        code[by_class] = code_sorted
-        pos = np.empty(num, dtype=index_dtype)
-        pos[by_class] = (np.arange(num, dtype=index_dtype) -
-                         class_start.astype(index_dtype)[code_sorted])
-
-        self._by_class = by_class
-        self._code = code
-        self._pos_in_class = pos
-        self._class_start = class_start.astype(np.int64)
-        self._class_size = class_size.astype(np.int64)
-        self.singleton_classes: List[int] = [
-            int(c) for c in class_ids[class_size == 1]
-        ]
+        index_type = np.int32 if len(labels) < 2**31 else np.int64
+        self._by_class = np.argsort(keys, kind='stable').astype(index_type)
+        sorted_labels = labels[self._by_class]
+        starts = np.flatnonzero(np.diff(sorted_labels, prepend=-1))
+        self._start, self._size = starts, np.diff(starts, append=len(labels))
+        self._code = np.empty_like(self._by_class)
+        self._code[self._by_class] = np.repeat(
+            np.arange(len(starts)), self._size)
+        self._pos_in_class = np.empty_like(self._by_class)
+        self._pos_in_class[self._by_class] = (
+            np.arange(len(labels)) - np.repeat(starts, self._size))
+        self.singleton_classes = sorted_labels[starts[self._size < 2]].tolist()
         # Every rank sees the same labels: one warning from rank 0 is enough.
         if self.singleton_classes and self.num_instances > 1 \
                 and self.rank == 0:
@@ -160,12 +114,6 @@ class ClassAwareBatchSampler(Sampler):
                 f'ClassAwareBatchSampler: {len(self.singleton_classes)} '
                 'class(es) have a single image, whose anchor is repeated as '
                 f'its own mate: {self.singleton_classes}', UserWarning)
-
-    @property
-    def seed(self) -> int:
-        """int: The seed of the mates, read from the wrapped sampler."""
-        seed = getattr(self.sampler, 'seed', None)
-        return int(seed if seed is not None else self._fallback_seed)
 
     def __len__(self) -> int:
         """The number of batches of one epoch on this rank."""
@@ -179,97 +127,70 @@ class ClassAwareBatchSampler(Sampler):
         # SeedSequence takes non-negative entropy; mask, don't abs(), so that
         # distinct seeds stay distinct.
         rng = np.random.default_rng(
-            np.random.SeedSequence(
-                [self.seed & 0xFFFFFFFFFFFFFFFF, epoch, self.rank]))
-        anchors = self._anchor_stream()
+            [self.seed & 0xFFFFFFFFFFFFFFFF, epoch, self.rank])
+        anchors = self._anchors()
         infinite = isinstance(self.sampler, InfiniteSampler)
-        remaining = len(self)
-        while infinite or remaining > 0:
-            num_batches = (
-                _CHUNK_BATCHES if infinite else min(_CHUNK_BATCHES,
-                                                    remaining))
-            chunk = np.fromiter(
-                anchors, dtype=np.int64,
-                count=num_batches * self.anchors_per_batch)
-            yield from self._make_batches(chunk, rng).tolist()
+        remaining = math.inf if infinite else len(self)
+        while remaining > 0:
+            num_batches = min(_CHUNK_BATCHES, remaining)
+            chunk = np.fromiter(anchors, np.int64,
+                                num_batches * self.anchors_per_batch)
+            groups = np.column_stack([chunk, self._draw_mates(chunk, rng)])
+            yield from groups.reshape(-1, self.batch_size).tolist()
             remaining -= num_batches
 
-    def _anchor_stream(self) -> Iterator[int]:
-        """The wrapped sampler's indices, restarted whenever it runs out."""
-        while True:
-            yielded = False
-            for index in self.sampler:
-                yielded = True
-                yield index
-            if not yielded:
-                # A rank with an empty share (round_up=False and fewer
-                # samples than ranks) must still fill its batches: take the
-                # rank's slots of the cyclically padded order, as
-                # DefaultSampler(round_up=True) would.
-                num = self._code.shape[0]
-                while True:
-                    for slot in range(self.rank, num * self.world_size,
-                                      self.world_size):
-                        yield slot % num
+    def _anchors(self) -> Iterator[int]:
+        """The wrapped sampler's indices, restarted whenever it runs out.
 
-    def _make_batches(self, anchors: np.ndarray,
-                      rng: np.random.Generator) -> np.ndarray:
-        """Follow each anchor by its mates; return (batches, batch_size)."""
-        mates = self._draw_mates(anchors, rng)
-        groups = np.concatenate([anchors[:, None], mates], axis=1)
-        return groups.reshape(-1, self.batch_size)
+        A rank with an empty share (``round_up=False``, fewer samples than
+        ranks) takes its slots of the padded order, as ``round_up`` would.
+        """
+        order = iter(self.sampler)
+        first = next(order, None)
+        if first is None:
+            num, world_size = len(self._code), self.world_size
+            slots = range(self.rank, num * world_size, world_size)
+            return cycle([slot % num for slot in slots])
+        restarts = chain.from_iterable(repeat(self.sampler))
+        return chain([first], order, restarts)
 
     def _draw_mates(self, anchors: np.ndarray,
                     rng: np.random.Generator) -> np.ndarray:
-        """Draw ``num_instances - 1`` same-class mates for every anchor.
+        """Draw ``num_instances - 1`` mates of each anchor's class.
 
-        Works on offsets inside the anchor's class (size ``n``, anchor at
-        offset ``p``). Without replacement (``n - 1 >= M``), mate ``k`` is
-        uniform over the ``n - 1 - k`` offsets not yet taken: draw ``r`` in
-        ``[0, n - 1 - k)`` and step it past every taken offset, in ascending
-        order, that it reaches. With replacement (``2 <= n <= M``) each mate
-        is uniform over the ``n - 1`` offsets other than ``p``. ``n == 1``
-        yields ``p`` itself. One uniform float per mate keeps the random
-        stream independent of how anchors are chunked.
+        In a class of ``n`` images with the anchor at offset ``p``, mate
+        ``k`` is the ``r``-th offset not yet taken (counted upwards), ``r``
+        uniform over their number: ``n - 1 - k`` without replacement (the
+        anchor and mates ``0 .. k - 1`` taken), ``n - 1`` with replacement
+        (only ``p`` taken). ``n == 1`` gives ``p``. One uniform float per
+        mate keeps the random stream independent of the chunking of anchors.
+
+        Args:
+            anchors (np.ndarray): Dataset indices of the anchors, ``(A,)``.
+            rng (np.random.Generator): The generator of the epoch.
+
+        Returns:
+            np.ndarray: Their mates' dataset indices, ``(A, num_mates)``.
         """
         num_mates = self.num_instances - 1
-        count = anchors.shape[0]
-        if num_mates == 0:
-            return np.empty((count, 0), dtype=np.int64)
         code = self._code[anchors]
-        size = self._class_size[code]
-        pos = self._pos_in_class[anchors].astype(np.int64)
-        without_repl = size - 1 >= num_mates
-
-        steps = np.arange(num_mates, dtype=np.int64)
-        bound = np.where(without_repl[:, None],
-                         size[:, None] - 1 - steps[None, :],
-                         size[:, None] - 1)
-        uniform = rng.random((count, num_mates))
-        draws = np.minimum((uniform * bound).astype(np.int64),
-                           np.maximum(bound - 1, 0))
-
-        # Offsets a draw must step past. Rows drawn with replacement only
-        # avoid the anchor: their later columns hold a sentinel never reached.
-        sentinel = np.iinfo(np.int64).max
-        taken = np.full((count, num_mates), sentinel, dtype=np.int64)
-        taken[:, 0] = pos
-        mate_pos = np.empty((count, num_mates), dtype=np.int64)
+        start, size = self._start[code], self._size[code]
+        pos = self._pos_in_class[anchors]
+        repeats = size - 1 < num_mates
+        uniform = rng.random((len(anchors), num_mates))
+        mates = np.empty((len(anchors), num_mates), dtype=np.int64)
+        taken = pos[:, None]  # sorted along each row
         for k in range(num_mates):
-            r = draws[:, k].copy()
-            ordered = np.sort(taken[:, :k + 1], axis=1)
-            for j in range(k + 1):
-                r += r >= ordered[:, j]
-            mate_pos[:, k] = r
+            free = np.where(repeats, size - 1, size - 1 - k)
+            # min(): u * free may round up to free in floating point.
+            r = np.minimum((uniform[:, k] * free).astype(np.int64),
+                           np.maximum(free - 1, 0))
+            for offset in taken.T:
+                r += r >= offset
+            mates[:, k] = np.where(size == 1, pos, r)
             if k + 1 < num_mates:
-                taken[:, k + 1] = np.where(without_repl, r, sentinel)
-        mate_pos[size == 1] = pos[size == 1, None]
-
-        start = self._class_start[code]
-        return self._by_class[start[:, None] + mate_pos].astype(np.int64)
-
-
-def _is_int(value: object) -> bool:
-    """True for int-like values, False for bool and floats."""
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, bool)
+                # With replacement only the anchor stays taken: such rows
+                # take `size`, an offset that r never reaches.
+                newest = np.where(repeats, size, r)
+                taken = np.sort(np.column_stack([taken, newest]), axis=1)
+        return self._by_class[start[:, None] + mates]

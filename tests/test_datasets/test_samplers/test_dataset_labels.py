@@ -137,6 +137,8 @@ def test_missing_labels_are_refused(dataset):
 
 
 def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match='dataset must be sized'):
+        get_dataset_labels(object())
     with pytest.raises(ValueError, match='dataset is empty'):
         get_dataset_labels(GtLabelsArray(np.array([], dtype=np.int64)))
     with pytest.raises(ValueError, match='non-integer label 1.5'):
