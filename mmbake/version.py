@@ -1,6 +1,6 @@
 """Version of the mmbake package."""
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 
 def parse_version_info(version_str: str) -> tuple:
