@@ -1,11 +1,6 @@
 #!/usr/bin/env bash
-# Test a checkpoint on a Slurm cluster: one task per GPU, GPUS tasks in all.
-#
-#   tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [TEST_ARGS...]
-#
-# env: GPUS (8, total), GPUS_PER_NODE (min(GPUS, 8)), CPUS_PER_TASK (5),
-#      SRUN_ARGS (extra srun options), PYTHON (python).
-# mmengine's slurm launcher needs CUDA on the nodes.
+# tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [TEST_ARGS...]:
+# as slurm_train.sh.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
