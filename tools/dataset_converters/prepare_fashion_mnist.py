@@ -33,10 +33,6 @@ FILES = {
 }
 
 
-class PrepareError(RuntimeError):
-    """No allowed source could provide the Fashion-MNIST files."""
-
-
 def find_problems(data_root: str) -> List[str]:
     """List the files of a data root that are missing or of the wrong size.
 
@@ -59,14 +55,7 @@ def find_problems(data_root: str) -> List[str]:
 
 
 def debian_files_present(debian_dir: str = DEBIAN_DIR) -> bool:
-    """Whether the Debian package's four ``.gz`` files are in a folder.
-
-    Args:
-        debian_dir (str): The folder. Defaults to :data:`DEBIAN_DIR`.
-
-    Returns:
-        bool: True when all four files exist.
-    """
+    """Whether the Debian package's four ``.gz`` files are in a folder."""
     return all(
         osp.isfile(osp.join(debian_dir, f'{name}.gz')) for name in FILES)
 
@@ -88,7 +77,7 @@ def prepare_fashion_mnist(out_dir: str,
 
     Raises:
         ValueError: If ``source`` is not one of :data:`SOURCES`.
-        PrepareError: If no allowed source could provide the files.
+        RuntimeError: If no allowed source could provide the files.
     """
     if source not in SOURCES:
         raise ValueError(
@@ -119,7 +108,7 @@ def prepare_fashion_mnist(out_dir: str,
     if problems and not failure:
         failure = 'the files are incomplete: ' + '; '.join(problems)
     if failure:
-        raise PrepareError(
+        raise RuntimeError(
             f'Could not prepare Fashion-MNIST in {out_dir}: {failure}.\n'
             f'Either install the Debian package (files in {debian_dir}):\n'
             f'    apt-get update && apt-get install -y {DEBIAN_PACKAGE}\n'
@@ -130,14 +119,7 @@ def prepare_fashion_mnist(out_dir: str,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the tool.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        int: The exit status (0 on success, 1 on failure).
-    """
+    """Run the tool; return its exit status (0, or 1 on failure)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         '--out-dir', default='data/fashion_mnist', help='%(default)s')
@@ -151,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         root = prepare_fashion_mnist(args.out_dir, args.source,
                                      args.debian_dir)
-    except PrepareError as e:
+    except RuntimeError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(f'Fashion-MNIST data root ready: {root}')

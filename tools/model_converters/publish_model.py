@@ -17,7 +17,7 @@ import argparse
 import os.path as osp
 import pickle
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -32,15 +32,8 @@ def sanitize(value: Any, path: str, dropped: List[str]) -> Any:
 
     Numpy scalars and arrays become Python numbers and lists; any type
     other than dicts, lists, tuples, strings, numbers, booleans, None and
-    tensors is dropped and its dotted path appended to ``dropped``.
-
-    Args:
-        value (Any): The value to reduce.
-        path (str): Its dotted path, for the report of dropped entries.
-        dropped (list[str]): Collects the paths of dropped entries.
-
-    Returns:
-        Any: The reduced value; ``_DROP`` if it was dropped.
+    tensors is dropped (``_DROP`` is returned) and its dotted path, from
+    ``path``, appended to ``dropped``.
     """
     if isinstance(value, _PLAIN_SCALARS):
         return value
@@ -69,21 +62,26 @@ def sanitize(value: Any, path: str, dropped: List[str]) -> Any:
     return _DROP
 
 
-def release_contents(checkpoint: dict) -> Tuple[dict, List[str]]:
-    """Build the release dict from a training checkpoint.
+def publish_checkpoint(in_file: str, out_file: str) -> str:
+    """Write the release file of ``in_file`` and return its path.
 
     Args:
-        checkpoint (dict): A checkpoint written by mmengine's runner, or a
-            bare ``state_dict`` (a dict of tensors).
+        in_file (str): A checkpoint written by mmengine's runner, or a bare
+            ``state_dict``; read with the weights-only unpickler.
+        out_file (str): Requested output path (date and hash are appended);
+            missing folders are created.
 
     Returns:
-        tuple[dict, list[str]]: The release (``state_dict`` and ``meta``)
-        and the dotted paths of the metadata entries that were dropped.
+        str: Path of the published file.
     """
+    # Imported here, not at the top, so that ``--help`` stays instant.
     import mmpretrain
 
     from mmbake import __version__ as mmbake_version
+    from mmbake.compat import load_checkpoint_weights_only
+    from mmbake.utils import save_release
 
+    checkpoint = load_checkpoint_weights_only(in_file)
     if 'state_dict' not in checkpoint:
         if not checkpoint or not all(
                 isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -99,43 +97,16 @@ def release_contents(checkpoint: dict) -> Tuple[dict, List[str]]:
     meta = sanitize(checkpoint.get('meta') or {}, 'meta', dropped)
     meta.setdefault('mmpretrain_version', mmpretrain.__version__)
     meta.setdefault('mmbake_version', mmbake_version)
-    return dict(state_dict=state_dict, meta=meta), dropped
-
-
-def publish_checkpoint(in_file: str, out_file: str) -> str:
-    """Write the release file of ``in_file`` and return its path.
-
-    Args:
-        in_file (str): Checkpoint written by a training run; read with the
-            weights-only unpickler (``load_checkpoint_weights_only``).
-        out_file (str): Requested output path (date and hash are appended);
-            missing folders are created.
-
-    Returns:
-        str: Path of the published file.
-    """
-    # Imported here, not at the top, so that ``--help`` stays instant.
-    from mmbake.compat import load_checkpoint_weights_only
-    from mmbake.utils import save_release
-
-    release, dropped = release_contents(load_checkpoint_weights_only(in_file))
     if dropped:
         print('Dropped metadata that is not plain data: ' + ', '.join(dropped))
-    if not release['meta'].get('dataset_meta'):
+    if not meta.get('dataset_meta'):
         print('Warning: no meta["dataset_meta"] (class names); inference '
               'tools will fall back to the config\'s dataset.')
-    return save_release(release, out_file)
+    return save_release(dict(state_dict=state_dict, meta=meta), out_file)
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    """Publish the checkpoint named on the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        str: Path of the published file.
-    """
+    """Publish the checkpoint named on the command line; return the path."""
     parser = argparse.ArgumentParser(
         description='Strip a training checkpoint down to weights and plain '
         'metadata, and name it <name>_<date>-<sha256[:8]>.pth')

@@ -1,25 +1,16 @@
 """Convert the BAKE authors' pycls ImageNet checkpoints to mmpretrain.
 
-Usage::
-
     python tools/model_converters/pycls_to_mmpretrain.py SRC DST [--keep-bgr]
 
-``SRC`` is a checkpoint of the authors' pycls fork (yxgeee/BAKE,
-``imagenet/``), e.g. ``model_epoch_0100.pyth`` (``epoch``, ``model_state``,
-``optimizer_state`` and the YAML ``cfg``), or a bare ``model_state``, of a
-pycls ``AnyNet`` that mmpretrain's ``ResNet`` / ``ResNeXt`` express:
-ResNet-50/101/152 or ResNeXt-101/152 (32x4d). Nothing in the file runs: it
-is read with the weights-only unpickler, ``cfg`` with ``yaml.safe_load``
-(the architecture of a bare state dict comes from its tensor shapes).
-
-The keys are renamed for an ``ImageClassifier`` (``ResNet`` / ``ResNeXt``,
-``GlobalAveragePooling``, ``LinearClsHead``) and checked by name and shape
-against that model. The authors feed BGR images: the stem convolution's
-input channels are reversed for mmpretrain's RGB ImageNet preprocessor
-(``--keep-bgr`` keeps BGR). ``DST`` names the release as in
-``publish_model.py`` (``<DST stem>_<YYYYMMDD>-<sha256[:8]>.pth``, weights and
-plain ``meta``). Input it cannot convert is one ``error:`` line, exit status
-2, and nothing written.
+``SRC``: a checkpoint of the authors' pycls fork (yxgeee/BAKE,
+``imagenet/``), e.g. ``model_epoch_0100.pyth``, or a bare ``model_state``,
+of a pycls ``AnyNet`` ResNet-50/101/152 or ResNeXt-101/152 (32x4d). Nothing
+in it runs (weights-only unpickler, ``yaml.safe_load``). The keys are
+renamed for mmpretrain's ``ImageClassifier`` and checked by name and shape
+against it; the stem's input channels are reversed from the authors' BGR to
+RGB (``--keep-bgr`` keeps BGR). ``DST`` names the release as in
+``publish_model.py``. Input it cannot convert is one ``error:`` line, exit
+status 2, and nothing written.
 """
 import argparse
 import hashlib
@@ -34,11 +25,8 @@ import torch
 import yaml
 
 PROG = 'pycls_to_mmpretrain.py'
-# mmpretrain's bottleneck ResNets: blocks per stage for each depth.
-BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-# What both libraries' ImageNet ResNets share: a 7x7 stem of 64 channels,
-# stage outputs 4 x 64 x 2^i, the first stage at stride 1.
-STEM_WIDTH = 64
+# What both libraries' ImageNet ResNets share: stage outputs 4 x 64 x 2^i,
+# the first stage at stride 1.
 STAGE_WIDTHS = (256, 512, 1024, 2048)
 STAGE_STRIDES = (1, 2, 2, 2)
 BN_EPS = 1e-5
@@ -173,8 +161,8 @@ def _anynet_from_cfg(cfg_text: str) -> Dict[str, Any]:
             f'found MODEL.TYPE {model_type!r}; supported: \'anynet\' '
             f'({SUPPORTED})')
     anynet = cfg.get('ANYNET')
-    wanted = ('STEM_TYPE', 'STEM_W', 'BLOCK_TYPE', 'DEPTHS', 'WIDTHS',
-              'STRIDES', 'BOT_MULS', 'GROUP_WS')
+    wanted = ('STEM_TYPE', 'BLOCK_TYPE', 'DEPTHS', 'STRIDES', 'BOT_MULS',
+              'GROUP_WS')
     missing = [
         k for k in wanted if not isinstance(anynet, dict) or k not in anynet
     ]
@@ -184,7 +172,6 @@ def _anynet_from_cfg(cfg_text: str) -> Dict[str, Any]:
             f'{_FROM_PYCLS}')
     return dict(
         anynet,
-        SE_ON=bool(anynet.get('SE_ON', False)),
         BN_EPS=float((cfg.get('BN') or {}).get('EPS', BN_EPS)),
         DATASET=(cfg.get('TRAIN') or {}).get('DATASET'))
 
@@ -208,10 +195,6 @@ def _anynet_from_state_dict(
             stage, block = int(match.group(1)), int(match.group(2))
             blocks[stage] = max(blocks.get(stage, 0), block)
     stages = sorted(blocks)
-    if not stages or stages != list(range(1, len(stages) + 1)):
-        raise ConversionError(
-            f'found stages {stages} (keys s<i>.b<j>.*); supported: '
-            f'{SUPPORTED}')
     # The 3x3 (f.b) and last 1x1 (f.c) convolutions of a bottleneck block
     # give its widths and groups.
     missing = [
@@ -228,14 +211,11 @@ def _anynet_from_state_dict(
     return dict(
         # pycls's other stems (simple_stem_in, res_stem_cifar) are 3x3.
         STEM_TYPE='res_stem_in' if size == 7 else f'{size}x{size} conv',
-        STEM_W=stem.shape[0],
         BLOCK_TYPE='res_bottleneck_block',
         DEPTHS=[blocks[s] for s in stages],
-        WIDTHS=widths,
         STRIDES=list(STAGE_STRIDES),
         BOT_MULS=[c / w for (c, _), w in zip(inner, widths)],
         GROUP_WS=[per_group for _, per_group in inner],
-        SE_ON=any('.f.se.' in key for key in state_dict),
         BN_EPS=BN_EPS,
         DATASET=None)
 
@@ -244,11 +224,9 @@ def _mmpretrain_architecture(anynet: Dict[str, Any],
                              num_classes: int) -> Architecture:
     """The mmpretrain ResNet / ResNeXt that an AnyNet is, if any.
 
-    A pycls stage of width ``w``, bottleneck multiplier ``bm`` and group
-    width ``gw`` has a 3x3 convolution of ``w * bm`` channels in
-    ``w * bm / gw`` groups; mmpretrain's ResNeXt has ``groups *
-    width_per_group * 2^i`` channels in ``groups`` groups at stage ``i``,
-    its ResNet ``w / 4`` channels in one group.
+    Stem, blocks, strides and BN's epsilon are checked here (the last two
+    leave no trace in the weights); widths, depths and groups by the
+    weights' names and shapes against the mmpretrain model.
     """
 
     def unsupported(found: str) -> ConversionError:
@@ -259,34 +237,20 @@ def _mmpretrain_architecture(anynet: Dict[str, Any],
         raise unsupported(f'stem {anynet["STEM_TYPE"]!r}')
     if anynet['BLOCK_TYPE'] != 'res_bottleneck_block':
         raise unsupported(f'blocks {anynet["BLOCK_TYPE"]!r}')
-    if anynet['SE_ON']:
-        raise unsupported('squeeze-and-excitation (SE_ON)')
-    if anynet['STEM_W'] != STEM_WIDTH:
-        raise unsupported(f'a stem of width {anynet["STEM_W"]}')
-    if (list(anynet['WIDTHS']) != list(STAGE_WIDTHS)
-            or list(anynet['STRIDES']) != list(STAGE_STRIDES)):
-        raise unsupported(f'stage widths {anynet["WIDTHS"]} and strides '
-                          f'{anynet["STRIDES"]}')
-    depths = tuple(anynet['DEPTHS'])
-    depth = 3 * sum(depths) + 2
-    if BOTTLENECK_DEPTHS.get(depth) != depths:
-        raise unsupported(f'stage depths {list(depths)}')
+    if list(anynet['STRIDES']) != list(STAGE_STRIDES):
+        raise unsupported(f'strides {anynet["STRIDES"]}')
     if anynet['BN_EPS'] != BN_EPS:
         raise unsupported(f'BN.EPS {anynet["BN_EPS"]} (mmpretrain\'s BN '
                           f'uses {BN_EPS})')
     bms, gws = anynet['BOT_MULS'], anynet['GROUP_WS']
-    if len(bms) != 4 or len(gws) != 4:
+    if len(bms) != 4 or len(gws) != 4 or not gws[0]:
         raise unsupported(f'BOT_MULS {bms} and GROUP_WS {gws}')
-    # As pycls computes them (anynet.py, BottleneckTransform).
-    inner = [int(round(w * bm)) for w, bm in zip(STAGE_WIDTHS, bms)]
-    groups, width_per_group = inner[0] // gws[0], gws[0]
-    expected = ([w // 4 for w in STAGE_WIDTHS] if groups == 1 else
-                [groups * width_per_group * 2**i for i in range(4)])
-    if (groups < 1 or inner != expected
-            or [c // g for c, g in zip(inner, gws)] != [groups] * 4):
-        raise unsupported(f'BOT_MULS {bms} and GROUP_WS {gws}')
-    arch = Architecture('ResNet' if groups == 1 else 'ResNeXt', depth, groups,
-                        width_per_group, num_classes)
+    # pycls's first stage has a 3x3 convolution of 256 * bm channels in
+    # groups of gw channels (anynet.py, BottleneckTransform).
+    groups = int(round(STAGE_WIDTHS[0] * bms[0])) // gws[0]
+    arch = Architecture('ResNet' if groups == 1 else 'ResNeXt',
+                        3 * sum(anynet['DEPTHS']) + 2, groups, gws[0],
+                        num_classes)
     if arch[:4] not in CONFIGS:
         raise ConversionError(f'found {arch.name}; supported: {SUPPORTED}')
     return arch
@@ -354,8 +318,10 @@ def _check_against_model(state_dict: Dict[str, torch.Tensor],
             f'{"; ".join(problems)}')
 
 
-def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
-    """Convert ``src`` and write the release named after ``dst``.
+def convert(src: str,
+            dst: str,
+            keep_bgr: bool = False) -> Tuple[str, Architecture]:
+    """Convert ``src``; write the release named after ``dst``.
 
     Args:
         src (str): The pycls checkpoint.
@@ -363,13 +329,7 @@ def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
         keep_bgr (bool): Keep BGR input channels. Defaults to False.
 
     Returns:
-        dict: ``path`` (the file written), ``architecture``
-        (:class:`Architecture`), ``config`` (the config to test it with)
-        and ``meta`` (the release's metadata).
-
-    Raises:
-        ConversionError: If ``src`` cannot be converted; nothing is
-            written then.
+        tuple[str, Architecture]: The file written and its network.
     """
     import mmpretrain
 
@@ -410,30 +370,17 @@ def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
         # mmpretrain does.
         from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
         meta['dataset_meta'] = dict(classes=list(IMAGENET_CATEGORIES))
-    path = save_release(dict(state_dict=converted, meta=meta), dst)
-    return dict(
-        path=path,
-        architecture=arch,
-        config=meta['mmpretrain_config'],
-        meta=meta)
+    return save_release(dict(state_dict=converted, meta=meta), dst), arch
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    """Convert the checkpoint named on the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        str: Path of the written file.
-    """
+    """Convert the checkpoint named on the command line; return the path
+    of the file written."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description='Convert a pycls ResNet/ResNeXt checkpoint of the BAKE '
         'authors to an mmpretrain release file')
-    parser.add_argument(
-        'src', help='pycls checkpoint, e.g. '
-        'model_epoch_0100.pyth')
+    parser.add_argument('src', help='pycls checkpoint (model_epoch_0100.pyth)')
     parser.add_argument(
         'dst',
         help='release name, e.g. work_dirs/bake_resnet50_authors-pycls_'
@@ -451,14 +398,14 @@ def main(argv: Optional[List[str]] = None) -> str:
     try:
         if not osp.isfile(args.src):
             raise ConversionError('no such file')
-        result = convert(args.src, args.dst, args.keep_bgr)
+        path, arch = convert(args.src, args.dst, args.keep_bgr)
     except ConversionError as err:
         print(f'{PROG}: error: {args.src}: {err}', file=sys.stderr)
         raise SystemExit(2)
-    arch, config = result['architecture'], result['config']
+    config = CONFIGS[arch[:4]]
     print(f'Converted pycls {arch.name} ({arch.num_classes} classes) from '
           f'{args.src}')
-    print(f'Wrote {result["path"]}')
+    print(f'Wrote {path}')
     options = ''
     if arch.num_classes != 1000:
         options += f' model.head.num_classes={arch.num_classes}'
@@ -467,9 +414,9 @@ def main(argv: Optional[List[str]] = None) -> str:
                     f'data_preprocessor.mean="{list(BGR_MEAN)}" '
                     f'data_preprocessor.std="{list(BGR_STD)}"')
     print(f'Config: {config}')
-    print(f'Test:   python tools/test.py {config} {result["path"]}' +
+    print(f'Test:   python tools/test.py {config} {path}' +
           (f' --cfg-options{options}' if options else ''))
-    return result['path']
+    return path
 
 
 if __name__ == '__main__':
