@@ -8,10 +8,6 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
 . "$ROOT/tools/launch_common.sh"
 
-if [ $# -lt 2 ]; then
-    echo "usage: $0 CONFIG GPUS [TRAIN_ARGS...]" >&2
-    echo "  env: $TORCHRUN_ENV" >&2
-    exit 2
-fi
+[ $# -ge 2 ] || usage 'CONFIG GPUS [TRAIN_ARGS...]' "$TORCHRUN_ENV"
 require_file config "$1"
 launch_torchrun "$2" train.py "$1" --launcher pytorch "${@:3}"

@@ -6,6 +6,12 @@ fail() {
     exit 2
 }
 
+# usage ARGS ENV: the script's usage and environment, exit status 2.
+usage() {
+    printf 'usage: %s %s\n  env: %s\n' "$0" "$1" "$2" >&2
+    exit 2
+}
+
 # require_file WHAT PATH: PATH must be an existing file (WHAT: config, ...).
 require_file() {
     [ -f "$2" ] || fail "$1 file not found: $2"

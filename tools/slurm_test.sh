@@ -6,11 +6,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
 . "$ROOT/tools/launch_common.sh"
 
-if [ $# -lt 4 ]; then
-    echo "usage: $0 PARTITION JOB_NAME CONFIG CHECKPOINT [TEST_ARGS...]" >&2
-    echo "  env: $SRUN_ENV" >&2
-    exit 2
-fi
+[ $# -ge 4 ] \
+    || usage 'PARTITION JOB_NAME CONFIG CHECKPOINT [TEST_ARGS...]' "$SRUN_ENV"
 require_file config "$3"
 require_file checkpoint "$4"
 launch_srun "$1" "$2" test.py "$3" "$4" --launcher=slurm "${@:5}"

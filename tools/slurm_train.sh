@@ -7,10 +7,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
 . "$ROOT/tools/launch_common.sh"
 
-if [ $# -lt 4 ]; then
-    echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]" >&2
-    echo "  env: $SRUN_ENV" >&2
-    exit 2
-fi
+[ $# -ge 4 ] \
+    || usage 'PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]' "$SRUN_ENV"
 require_file config "$3"
 launch_srun "$1" "$2" train.py "$3" --work-dir="$4" --launcher=slurm "${@:5}"
