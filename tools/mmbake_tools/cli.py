@@ -173,16 +173,13 @@ def say(line: str) -> None:
 
 
 def leave(status: int = 0) -> NoReturn:
-    """End the tool; a distributed process without gloo's exit abort.
+    """End the tool with ``status``; distributed, without gloo's exit abort.
 
     About 1 in 40 two-process gloo runs (torch 2.14; 1 in 10 on 2.13) die
     with SIGABRT in interpreter teardown after the work is done, so a
     distributed process tears the process group down (printing ``Rank R/W
     finished.`` on success) and leaves through ``os._exit``. A failed
     single process raises ``SystemExit``.
-
-    Args:
-        status (int): The exit status. Defaults to 0.
     """
     import torch.distributed as torch_dist
 

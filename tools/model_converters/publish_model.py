@@ -1,17 +1,12 @@
 """Turn a training checkpoint into a release file: weights and plain metadata.
 
-Usage::
-
     python tools/model_converters/publish_model.py IN_FILE OUT_FILE
 
 writes ``<OUT_FILE without .pth>_<YYYYMMDD>-<sha256[:8]>.pth`` (OpenMMLab's
-naming of published weights) with only ``state_dict`` and ``meta``; the
-optimizer, schedulers, message hub and any other training state are dropped,
-and ``meta`` is reduced to plain data (``dataset_meta``, config text, seed,
-epoch, versions), so that the file loads with ``torch.load(...,
-weights_only=True)``. A BAKE head has the ``state_dict`` keys of the head it
-extends: the release loads into the plain config (e.g. ``LinearClsHead``)
-without mmbake.
+naming) with ``state_dict`` and ``meta`` only, ``meta`` reduced to plain
+data (``dataset_meta``, config text, seed, epoch, versions): it loads with
+``torch.load(..., weights_only=True)``, and into the plain config (e.g.
+``LinearClsHead``, whose keys a BAKE head shares) without mmbake.
 """
 import argparse
 import os.path as osp

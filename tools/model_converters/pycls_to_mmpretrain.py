@@ -152,10 +152,8 @@ def _anynet_from_cfg(cfg_text: str) -> Dict[str, Any]:
         raise ConversionError(
             f'"cfg" is not YAML ({str(err).splitlines()[0]}); supported: '
             f'{_FROM_PYCLS}') from err
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('MODEL'), dict):
-        raise ConversionError(
-            f'"cfg" has no MODEL section; supported: {_FROM_PYCLS}')
-    model_type = cfg['MODEL'].get('TYPE')
+    model = cfg.get('MODEL') if isinstance(cfg, dict) else None
+    model_type = model.get('TYPE') if isinstance(model, dict) else None
     if model_type != 'anynet':
         raise ConversionError(
             f'found MODEL.TYPE {model_type!r}; supported: \'anynet\' '
