@@ -516,8 +516,14 @@ def test_switch_refuses_an_unknown_value(monkeypatch):
     with pytest.raises(ValueError,
                        match="MMBAKE_COMPAT must be 1 .* or 0 .*'maybe'"):
         compat.enabled()
-    for value in ('0', 'off', 'False'):
+    # 0 and 1 are the one spelling; look-alikes are refused too.
+    for value in ('off', 'False', 'true', '', ' 0'):
         monkeypatch.setenv('MMBAKE_COMPAT', value)
-        assert not compat.enabled()
+        with pytest.raises(ValueError, match='MMBAKE_COMPAT must be'):
+            compat.enabled()
+    monkeypatch.setenv('MMBAKE_COMPAT', '0')
+    assert not compat.enabled()
+    monkeypatch.setenv('MMBAKE_COMPAT', '1')
+    assert compat.enabled()
     monkeypatch.delenv('MMBAKE_COMPAT')
     assert compat.enabled()

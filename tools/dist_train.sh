@@ -1,22 +1,13 @@
 #!/usr/bin/env bash
-# Train with several processes on one or more machines (torchrun).
-#
-#   tools/dist_train.sh CONFIG GPUS [TRAIN_ARGS...]
-#
-# GPUS is the number of processes on this machine: one per GPU with CUDA
-# (NCCL), or that many CPU processes over gloo where there is no CUDA
-# (mmbake.compat routes mmengine's launcher to gloo). Multi-node: run the
-# same command on every node with NNODES, NODE_RANK, MASTER_ADDR and PORT
-# set. PYTHON picks the interpreter (default: python).
+# tools/dist_train.sh CONFIG GPUS [TRAIN_ARGS...]: GPUS processes on this
+# machine through torchrun (CPU processes over gloo where there is no CUDA).
+# Multi-node: the same command on every node with NNODES, NODE_RANK,
+# MASTER_ADDR and PORT set; PYTHON picks the interpreter.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
 . "$ROOT/tools/launch_common.sh"
 
-if [ $# -lt 2 ]; then
-    echo "usage: $0 CONFIG GPUS [TRAIN_ARGS...]" >&2
-    echo "  env: $TORCHRUN_ENV" >&2
-    exit 2
-fi
+[ $# -ge 2 ] || usage 'CONFIG GPUS [TRAIN_ARGS...]' "$TORCHRUN_ENV"
 require_file config "$1"
 launch_torchrun "$2" train.py "$1" --launcher pytorch "${@:3}"

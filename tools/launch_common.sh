@@ -1,10 +1,14 @@
-# What tools/{dist,slurm}_{train,test}.sh share: argument checks and the
-# torchrun / srun launch. Those scripts source this file (it is not run on
-# its own). Every failed check prints one "error: ..." line and exits with
-# status 2, before anything is launched.
+# Sourced by tools/{dist,slurm}_{train,test}.sh: argument checks (one
+# "error: ..." line, exit status 2, before any launch) and the launch.
 
 fail() {
     echo "error: $*" >&2
+    exit 2
+}
+
+# usage ARGS ENV: the script's usage and environment, exit status 2.
+usage() {
+    printf 'usage: %s %s\n  env: %s\n' "$0" "$1" "$2" >&2
     exit 2
 }
 
@@ -32,9 +36,7 @@ require_non_negative() {
 TORCHRUN_ENV='NNODES (1) NODE_RANK (0) MASTER_ADDR (127.0.0.1) PORT (29500) PYTHON (python)'
 SRUN_ENV='GPUS (8) GPUS_PER_NODE (min(GPUS,8)) CPUS_PER_TASK (5) SRUN_ARGS PYTHON (python)'
 
-# launch_torchrun GPUS TOOL [ARGS...]: run ROOT/tools/TOOL ARGS with GPUS
-# processes on this machine through torchrun, with
-# NNODES, NODE_RANK, MASTER_ADDR, PORT and PYTHON from the environment.
+# launch_torchrun GPUS TOOL [ARGS...]: GPUS processes of tools/TOOL here.
 launch_torchrun() {
     local gpus=$1 tool=$2
     shift 2
@@ -54,9 +56,7 @@ launch_torchrun() {
         "$ROOT/tools/$tool" "$@"
 }
 
-# launch_srun PARTITION JOB_NAME TOOL [ARGS...]: run ROOT/tools/TOOL ARGS as
-# GPUS Slurm tasks, one per GPU, with GPUS,
-# GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS and PYTHON from the environment.
+# launch_srun PARTITION JOB_NAME TOOL [ARGS...]: tools/TOOL as GPUS tasks.
 launch_srun() {
     local partition=$1 job_name=$2 tool=$3
     shift 3

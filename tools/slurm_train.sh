@@ -1,20 +1,13 @@
 #!/usr/bin/env bash
-# Train on a Slurm cluster: one task per GPU, GPUS tasks in all.
-#
-#   tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]
-#
-# env: GPUS (8, total), GPUS_PER_NODE (min(GPUS, 8)), CPUS_PER_TASK (5),
-#      SRUN_ARGS (extra srun options), PYTHON (python).
-# mmengine's slurm launcher needs CUDA on the nodes.
+# tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]:
+# one Slurm task per GPU (mmengine's slurm launcher needs CUDA), with GPUS,
+# GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS and PYTHON from the environment.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
 . "$ROOT/tools/launch_common.sh"
 
-if [ $# -lt 4 ]; then
-    echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]" >&2
-    echo "  env: $SRUN_ENV" >&2
-    exit 2
-fi
+[ $# -ge 4 ] \
+    || usage 'PARTITION JOB_NAME CONFIG WORK_DIR [TRAIN_ARGS...]' "$SRUN_ENV"
 require_file config "$3"
 launch_srun "$1" "$2" train.py "$3" --work-dir="$4" --launcher=slurm "${@:5}"

@@ -1,17 +1,12 @@
 """Test (evaluate) a checkpoint, with mmpretrain's command-line flags.
 
-Single process::
-
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
 
-Several processes go through ``tools/dist_test.sh``. As in ``tools/train.py``,
-``mmbake`` is imported, bad input (command line, config, test data that
-is not there or whose labels the head has no class for, or a checkpoint
-that is truncated or holds objects the weights-only unpickler refuses)
-ends with ``error: <message>`` and exit status 2 instead of a traceback
-(``MMBAKE_DEBUG=1`` shows it), the test top-1 is printed last, and
-distributed processes leave through ``os._exit`` after tearing down the
-process group.
+Several processes go through ``tools/dist_test.sh``. As in
+``tools/train.py``: ``mmbake`` is imported; bad input (also a checkpoint
+that is truncated or holds objects the weights-only unpickler refuses) ends
+with one ``error:`` line and exit status 2; the test top-1 is printed last;
+distributed processes leave through ``os._exit``.
 """
 import argparse
 from typing import List, Optional
@@ -19,10 +14,9 @@ from typing import List, Optional
 from mmengine.config import Config
 
 # tools/mmbake_tools, found beside this script.
-from mmbake_tools.cli import (add_run_args, apply_cfg_options,
-                              errors_as_one_line, leave_distributed,
-                              load_config, new_parser, new_runner,
-                              parse_checked, say)
+from mmbake_tools.cli import (apply_cfg_options, errors_as_one_line,
+                              gather_in_work_dir, leave, load_config,
+                              new_parser, new_runner, parse_checked, say)
 from mmbake_tools.data_checks import (check_data_paths, check_labels_fit,
                                       reading_data)
 
@@ -32,45 +26,26 @@ METRIC_SUFFIXES = ('.json', '.yaml', '.yml') + PICKLE_SUFFIXES
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse and check the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        argparse.Namespace: The arguments. Bad input exits with status 2.
-    """
-    parser = new_parser('Test (and evaluate) a checkpoint', 'checkpoint file')
-    add_run_args(parser, 'the dir to save the evaluation log and metrics')
+    """Parse and check the command line; bad input exits with status 2."""
+    parser = new_parser('Test (and evaluate) a checkpoint', 'checkpoint file',
+                        'the evaluation log and metrics')
     parser.add_argument(
         '--out',
-        help='dump the results to this file: the predictions as a pickle '
-        '(.pkl), or with --out-item metrics the metrics (.json, .yaml or '
-        '.pkl)')
+        help='dump the predictions to a pickle (.pkl), or with --out-item '
+        'metrics the metrics (.json, .yaml or .pkl)')
     parser.add_argument(
-        '--out-item',
-        choices=['pred', 'metrics'],
-        default='pred',
-        help='what --out holds (default: pred)')
+        '--out-item', choices=['pred', 'metrics'], default='pred')
     parser.add_argument(
-        '--amp',
-        action='store_true',
-        help='enable automatic-mixed-precision inference')
+        '--amp', action='store_true', help='mixed-precision inference')
     parser.add_argument(
         '--show-dir',
-        help='save an image with its prediction drawn on it, for every '
-        '--interval-th test sample, into this directory')
-    parser.add_argument(
-        '--interval',
-        type=int,
-        default=1,
-        help='visualize every INTERVAL-th sample with --show-dir '
-        '(default: 1)')
+        help='draw the prediction on every --interval-th test image, there')
+    parser.add_argument('--interval', type=int, default=1)
     args = parse_checked(parser, argv,
                          'tools/dist_test.sh CONFIG CHECKPOINT GPUS')
     if args.out is not None:
-        allowed = (PICKLE_SUFFIXES
-                   if args.out_item == 'pred' else METRIC_SUFFIXES)
+        allowed = (
+            PICKLE_SUFFIXES if args.out_item == 'pred' else METRIC_SUFFIXES)
         if not args.out.endswith(allowed):
             parser.error(f'--out {args.out}: with --out-item '
                          f'{args.out_item} the file must end with one of '
@@ -81,14 +56,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def merge_args(args: argparse.Namespace) -> Config:
-    """Load the config and fold the command-line arguments into it.
-
-    Args:
-        args (argparse.Namespace): The parsed arguments.
-
-    Returns:
-        Config: The merged config.
-    """
+    """Load the config and fold the command-line arguments into it."""
     cfg = load_config(args, LOADERS, persistent_workers=False)
     cfg.load_from = args.checkpoint
     # Testing never resumes a training state.
@@ -109,11 +77,7 @@ def merge_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Test from the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-    """
+    """Test from the command line."""
     args = parse_args(argv)
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
@@ -130,9 +94,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         # anything (mmengine would load it inside runner.test()).
         load_checkpoint_weights_only(args.checkpoint)
         runner = new_runner(cfg)
-        # Built lazily by runner.test(); built here so that bad dataloader
-        # or evaluator settings, and data that is missing or does not fit
-        # the head, are reported before testing starts.
+        # Built here, not lazily in runner.test(), so that bad settings and
+        # data are reported before testing starts.
         with reading_data(cfg, 'test_dataloader'):
             test_loop = runner.test_loop
         check_labels_fit(runner.model, test_loop.dataloader.dataset,
@@ -141,6 +104,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.out is not None and args.out_item == 'pred':
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
+    gather_in_work_dir(runner.test_evaluator, cfg.work_dir)
     metrics = runner.test()
 
     if runner.rank == 0:
@@ -150,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             # One write: the other ranks print their last line meanwhile.
             say(f'Test top-1: {float(metrics["accuracy/top1"]):.2f}')
     if args.launcher != 'none':
-        leave_distributed()
+        leave()
 
 
 if __name__ == '__main__':

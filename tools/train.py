@@ -1,36 +1,30 @@
 """Train a model from a config, with mmpretrain's command-line flags.
 
-Single process::
-
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]]
 
-Several processes (GPUs, or CPU processes over gloo where there is no CUDA)
-go through ``tools/dist_train.sh``, which passes ``--launcher pytorch``.
-
-Differences from mmpretrain's ``tools/train.py``: ``mmbake`` is imported
-(so its types and compatibility fixes are there even if a config forgets
-``custom_imports``); bad input, in the command line, the config or the data
-(a dataset that is not there, labels the head has no class for), ends with
-``error: <message>`` and exit status 2 instead of a traceback (set
-``MMBAKE_DEBUG=1`` to see the traceback); ``--resume`` checks the checkpoint
-first (complete, weights-only loadable), skips a checkpoint cut short by a
-kill, and reuses the checkpoint's seed when the config has none; ``--amp``
-also works without GPU (bfloat16 autocast); the final validation top-1 is
-printed last, by every rank of a distributed run; and distributed processes
-leave through ``os._exit`` after tearing down the process group (gloo
-otherwise aborts at interpreter exit now and then).
+Several processes go through ``tools/dist_train.sh``. Unlike mmpretrain's
+tool: ``mmbake`` is imported (its types and compatibility fixes); bad input
+(command line, config, data that is not there or whose labels the head has
+no class for) ends with one ``error:`` line and exit status 2
+(``MMBAKE_DEBUG=1`` shows the traceback); ``--resume`` checks the checkpoint
+first, skips one cut short by a kill and reuses its seed when the config has
+none; ``--amp`` also works without GPU (bfloat16); the final validation
+top-1 is printed last, by every rank; distributed processes leave through
+``os._exit`` after tearing down the process group.
 """
 import argparse
+import glob
+import os
 import os.path as osp
-from typing import TYPE_CHECKING, List, Optional, Tuple
+import sys
+from typing import TYPE_CHECKING, List, Optional
 
 from mmengine.config import Config
 
 # tools/mmbake_tools, found beside this script.
-from mmbake_tools.cli import (add_run_args, apply_cfg_options,
-                              errors_as_one_line, leave_distributed,
-                              load_config, new_parser, new_runner,
-                              parse_checked, say)
+from mmbake_tools.cli import (apply_cfg_options, errors_as_one_line,
+                              gather_in_work_dir, leave, load_config,
+                              new_parser, new_runner, parse_checked, say)
 from mmbake_tools.data_checks import (check_data_paths, check_labels_fit,
                                       reading_data)
 
@@ -41,41 +35,29 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse and check the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        argparse.Namespace: The arguments. Bad input exits with status 2.
-    """
-    parser = new_parser('Train a model')
-    add_run_args(parser, 'the dir to save logs and models')
+    """Parse and check the command line; bad input exits with status 2."""
+    parser = new_parser('Train a model', work_dir_help='logs and models')
     parser.add_argument(
         '--resume',
         nargs='?',
-        type=str,
         const='auto',
         help='resume from the checkpoint PATH; without PATH (or "auto"), '
         'from the latest checkpoint in the work dir')
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='enable automatic-mixed-precision training (float16 with loss '
-        'scaling on a GPU; bfloat16 autocast without GPU)')
+        help='mixed precision (float16 on a GPU; bfloat16 without GPU)')
     parser.add_argument(
-        '--no-validate',
-        action='store_true',
-        help='do not evaluate the checkpoints during training')
+        '--no-validate', action='store_true', help='skip validation')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
-        help='scale the learning rate by the actual total batch size over '
-        'the config\'s auto_scale_lr.base_batch_size')
+        help='scale the lr by the total batch size over the config\'s '
+        'auto_scale_lr.base_batch_size')
     parser.add_argument(
         '--no-persistent-workers',
         action='store_true',
-        help='disable the persistent_workers option of the dataloaders')
+        help='turn the dataloaders\' persistent_workers off')
     args = parse_checked(parser, argv, 'tools/dist_train.sh CONFIG GPUS')
 
     if args.resume in (None, 'auto'):
@@ -94,14 +76,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def merge_args(args: argparse.Namespace) -> Config:
-    """Load the config and fold the command-line arguments into it.
-
-    Args:
-        args (argparse.Namespace): The parsed arguments.
-
-    Returns:
-        Config: The merged config.
-    """
+    """Load the config and fold the command-line arguments into it."""
     cfg = load_config(args, LOADERS, persistent_workers=True)
     if args.amp:
         from mmengine.device import (is_cuda_available, is_mlu_available,
@@ -131,14 +106,83 @@ def merge_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def build_runner(cfg: Config) -> 'Runner':
-    """Build the runner and everything ``Runner.train()`` builds lazily.
+def _find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """``<work_dir>/last_checkpoint``'s checkpoint (None without pointer).
 
-    mmengine builds the model in ``Runner.__init__`` but the train
-    dataloader (dataset, sampler, batch sampler), the optimizer wrapper and
-    the validation loop only in ``train()``; building them here makes every
-    bad setting, and data that is missing or does not fit the head, fail
-    before training starts. ``train()`` reuses the built objects.
+    A pointer that is empty or names a missing or truncated file (a kill
+    while saving, with an mmengine that writes in place) gives way to the
+    newest complete ``*.pth`` of the work dir, with a warning.
+    """
+    from mmbake.compat import checkpoint_is_truncated
+
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        named = f.read().strip()
+    if named and osp.isfile(named) and not checkpoint_is_truncated(named):
+        return named
+    complete = [
+        path for path in glob.glob(osp.join(work_dir, '*.pth'))
+        if osp.isfile(path) and not checkpoint_is_truncated(path)
+    ]
+    if not complete:
+        raise ValueError(
+            f'--resume: {pointer} names {named!r}, which is missing or '
+            f'incomplete, and {work_dir} holds no other complete checkpoint; '
+            'train without --resume to start over')
+    chosen = max(complete, key=osp.getmtime)
+    print(
+        f'warning: {pointer} names {named!r}, which is missing or '
+        f'incomplete; resuming from {chosen}, the newest complete '
+        'checkpoint in the work dir',
+        file=sys.stderr,
+        flush=True)
+    return chosen
+
+
+def _prepare_resume(cfg: Config) -> None:
+    """Pick and check the checkpoint to resume from; take over its seed.
+
+    The checkpoint is read with the weights-only unpickler first, so that a
+    truncated file or one holding code is refused before anything is built.
+    mmengine 0.10.7 builds the train sampler, seeded, before it restores
+    the seed of the checkpoint: with ``randomness.seed=None`` a resumed run
+    would shuffle unlike the run it continues, hence the seed copied here.
+    """
+    from mmbake.compat import load_checkpoint_weights_only
+
+    path = cfg.get('load_from', None)
+    if path is None:
+        path = _find_resume_checkpoint(cfg.work_dir)
+        if path is None:
+            return
+        cfg.load_from = path
+    meta = load_checkpoint_weights_only(path).get('meta', None)
+    if not isinstance(meta, dict) or 'epoch' not in meta \
+            or 'iter' not in meta:
+        raise ValueError(
+            f'--resume: {path} is not a training checkpoint of mmengine\'s '
+            "runner (its meta has no 'epoch'/'iter'); to start from its "
+            f'weights, use --cfg-options load_from={path} without --resume')
+    randomness = dict(cfg.get('randomness', None) or {})
+    if randomness.get('seed', None) is None and meta.get('seed') is not None:
+        randomness['seed'] = int(meta['seed'])
+        cfg.randomness = randomness
+        if os.environ.get('RANK', '0') == '0':
+            print(
+                f'Resuming with the seed of the checkpoint, '
+                f'{randomness["seed"]} (randomness.seed is None in the '
+                'config)',
+                flush=True)
+
+
+def build_runner(cfg: Config) -> 'Runner':
+    """Build the runner and what ``Runner.train()`` would build lazily.
+
+    The train dataloader, the optimizer wrapper and the validation loop,
+    built here, fail on a bad setting or on data that is missing or does
+    not fit the head before training starts; ``train()`` reuses them.
 
     Args:
         cfg (Config): The merged config.
@@ -152,75 +196,52 @@ def build_runner(cfg: Config) -> 'Runner':
     check_labels_fit(runner.model, runner.train_dataloader.dataset,
                      'train_dataloader')
     if runner.optim_wrapper is not None:
-        runner.optim_wrapper = runner.build_optim_wrapper(
-            runner.optim_wrapper)
+        runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
     with reading_data(cfg, 'val_dataloader'):
         val_loop = runner.val_loop
     if val_loop is not None and hasattr(val_loop, 'dataloader'):
         check_labels_fit(runner.model, val_loop.dataloader.dataset,
                          'val_dataloader')
+        gather_in_work_dir(val_loop.evaluator, cfg.work_dir)
     return runner
 
 
-def final_top1_line(runner: 'Runner',
-                    rank: Optional[Tuple[int, int]] = None) -> Optional[str]:
-    """Describe the last validation top-1 recorded by the runner.
-
-    Args:
-        runner (Runner): A runner after ``train()``.
-        rank (tuple[int, int], optional): ``(rank, world_size)`` to tag the
-            line with in a distributed run. Defaults to None.
-
-    Returns:
-        str, optional: ``'Final top-1 (val, epoch N): xx.xx'`` (``iter N``
-        for iteration-based training; ``, rank R/W`` after ``N`` with
-        ``rank``), or None when no validation top-1 was recorded.
-    """
+def _say_final_top1(runner: 'Runner', tag: str = '') -> None:
+    """Print ``Final top-1 (val, epoch N<tag>): xx.xx`` (``iter N`` for
+    iteration-based training) if validation recorded a top-1."""
     from mmengine.runner import IterBasedTrainLoop
 
     scalars = runner.message_hub.log_scalars
     if 'val/accuracy/top1' not in scalars:
-        return None
+        return
     top1 = float(scalars['val/accuracy/top1'].current())
-    if isinstance(runner.train_loop, IterBasedTrainLoop):
-        where = f'iter {runner.iter}'
-    else:
-        where = f'epoch {runner.epoch}'
-    if rank is not None:
-        where += f', rank {rank[0]}/{rank[1]}'
-    return f'Final top-1 (val, {where}): {top1:.2f}'
+    where = (f'iter {runner.iter}' if isinstance(
+        runner.train_loop, IterBasedTrainLoop) else f'epoch {runner.epoch}')
+    say(f'Final top-1 (val, {where}{tag}): {top1:.2f}')
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Train from the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-    """
+    """Train from the command line."""
     args = parse_args(argv)
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
     import mmbake  # noqa: F401
-    from mmbake_tools.resume import prepare_resume
 
     cfg = merge_args(args)
     with errors_as_one_line():
         check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
         if cfg.get('resume', False):
-            prepare_resume(cfg)
+            _prepare_resume(cfg)
         runner = build_runner(cfg)
     runner.train()
 
     if args.launcher != 'none':
         # Every rank reports the metric it holds: they must agree.
-        line = final_top1_line(runner, (runner.rank, runner.world_size))
-        if line is not None:
-            say(line)
-    line = final_top1_line(runner)
-    if line is not None and runner.rank == 0:
-        say(line)
+        _say_final_top1(runner, f', rank {runner.rank}/{runner.world_size}')
+    if runner.rank == 0:
+        _say_final_top1(runner)
     if args.launcher != 'none':
-        leave_distributed()
+        leave()
 
 
 if __name__ == '__main__':

@@ -64,8 +64,6 @@ __all__ = [
 
 # The one switch: MMBAKE_COMPAT=0 leaves mmengine as it is installed.
 SWITCH_ENV = 'MMBAKE_COMPAT'
-_OFF_VALUES = ('0', 'false', 'off', 'no')
-_ON_VALUES = ('', '1', 'true', 'on', 'yes')
 
 _applied: Dict[str, bool] = {}
 
@@ -83,22 +81,19 @@ def enabled() -> bool:
     """Whether the environment lets mmbake apply its fixes.
 
     Returns:
-        bool: False when ``MMBAKE_COMPAT`` is ``0`` (or ``false``, ``off``,
-        ``no``); True when it is unset, empty, ``1``, ``true``, ``on`` or
-        ``yes``.
+        bool: False when ``MMBAKE_COMPAT`` is ``0``; True when it is ``1``
+        or unset.
 
     Raises:
         ValueError: For any other value, so that a typo does not silently
             pick a side.
     """
-    value = os.environ.get(SWITCH_ENV, '1').strip().lower()
-    if value in _OFF_VALUES:
-        return False
-    if value in _ON_VALUES:
-        return True
-    raise ValueError(
-        f'{SWITCH_ENV} must be 1 (compatibility fixes on, the default) or 0 '
-        f'(off), but got {os.environ[SWITCH_ENV]!r}.')
+    value = os.environ.get(SWITCH_ENV, '1')
+    if value not in ('0', '1'):
+        raise ValueError(
+            f'{SWITCH_ENV} must be 1 (compatibility fixes on, the default) '
+            f'or 0 (off), but got {value!r}.')
+    return value == '1'
 
 
 def apply() -> Dict[str, bool]:

@@ -25,10 +25,14 @@ DIST_TIMEOUT_S = 300
 @pytest.mark.dist
 def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
     work_dir = str(tmp_path / 'work')
+    # From a folder of its own, to see what the runs leave in it.
+    cwd = tmp_path / 'cwd'
+    cwd.mkdir()
     trained = run_tool(
         [DIST_TRAIN, PLAIN_CONFIG, '2', '--work-dir', work_dir,
          '--cfg-options', *tiny_cfg_options],
-        timeout=DIST_TIMEOUT_S)
+        timeout=DIST_TIMEOUT_S,
+        cwd=str(cwd))
     assert trained.returncode == 0, trained.stderr[-3000:]
     out = trained.stdout + trained.stderr
     # Both ranks got to the end of tools/train.py.
@@ -46,12 +50,18 @@ def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
     tested = run_tool(
         [DIST_TEST, PLAIN_CONFIG, checkpoint, '2', '--work-dir',
          str(tmp_path / 'test'), '--cfg-options', *tiny_cfg_options],
-        timeout=DIST_TIMEOUT_S)
+        timeout=DIST_TIMEOUT_S,
+        cwd=str(cwd))
     assert tested.returncode == 0, tested.stderr[-3000:]
     out = tested.stdout + tested.stderr
     assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
     assert re.search(r'^Test top-1: \d+\.\d\d$', tested.stdout,
                      re.MULTILINE)
+    # The ranks gathered their results in the work dirs, and removed the
+    # folder (mmengine's default leaves an empty .dist_test/ in the cwd).
+    assert list(cwd.iterdir()) == []
+    for folder in (work_dir, str(tmp_path / 'test')):
+        assert not osp.exists(osp.join(folder, '.dist_test'))
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,19 @@
 """Draw BAKE's ensembled soft targets for a config and checkpoint.
 
-Forms a few class-aware batches of the training set (test-time transforms,
-so no random crop; the anchor order of a seeded sampler, each anchor
-followed by its same-class mates), runs the model in eval mode and draws,
-for the first images of each batch, the ground truth, the model's own
-top-k (``softmax(z / T)``) and the top-k of the ensembled target ``Q``
-(as in Fig. 5 of the BAKE paper)::
+For the first images of a few class-aware batches of the training set
+(test-time transforms, a seeded anchor order), the model in eval mode gives
+the ground truth, its own top-k (``softmax(z / T)``) and the top-k of the
+ensembled target ``Q``, as in Fig. 5 of the BAKE paper::
 
     python tools/analysis_tools/visualize_soft_targets.py \\
         configs/bake/resnet18_1xb64_fashion-mnist.py CHECKPOINT \\
         --out-dir work_dirs/soft_targets --num-batches 2
 
-writes ``work_dirs/soft_targets/soft_targets_batch{0,1}.png`` and prints,
-per batch, how often the own and the ensembled top-1 are right, their mean
-probability of the ground truth, and ``same_class_affinity`` (the affinity
-mass on same-class images over their share of the batch; 1.0 = no
-preference). The same picture during training: add
-``custom_hooks=[dict(type='SoftTargetVisualizationHook', interval=1)]`` to
-the config (PNGs in ``<work_dir>/soft_targets/``).
+writes ``soft_targets_batch{0,1}.png`` and prints, per batch, how often the
+own and the ensembled top-1 are right, their mean probability of the ground
+truth and ``same_class_affinity`` (affinity mass on same-class images over
+their share of the batch; 1.0 = no preference). During training:
+``custom_hooks=[dict(type='SoftTargetVisualizationHook', interval=1)]``.
 """
 import argparse
 import os.path as osp
@@ -38,50 +34,33 @@ from mmbake_tools.data_checks import (  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse and check the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        argparse.Namespace: The arguments. Bad input exits with status 2.
-    """
-    parser = new_parser(
-        'Draw the BAKE ensembled soft targets of a checkpoint',
-        'checkpoint file path')
-    parser.add_argument(
-        '--out-dir',
-        default='work_dirs/soft_targets',
-        help='folder of the PNGs (soft_targets_batch{i}.png)')
+    """Parse and check the command line; bad input exits with status 2."""
+    parser = new_parser('Draw the BAKE ensembled soft targets of a checkpoint',
+                        'checkpoint file path')
+    parser.add_argument('--out-dir', default='work_dirs/soft_targets')
     parser.add_argument('--num-batches', type=int, default=1)
     parser.add_argument(
         '--batch-size',
         type=int,
-        help='images per batch (the ensembling runs over the whole batch); '
-        'the config\'s training batch size by default')
-    parser.add_argument('--max-images', type=int, default=16,
-                        help='images drawn per batch, from its start')
-    parser.add_argument('--ncols', type=int, default=8,
-                        help='images per row of the picture')
+        help='images ensembled together (default: the training batch size)')
+    parser.add_argument(
+        '--max-images', type=int, default=16, help='images drawn per batch')
+    parser.add_argument(
+        '--ncols', type=int, default=8, help='images per row of a picture')
     parser.add_argument('--topk', type=int, default=3)
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the batches\' anchor order')
     parser.add_argument(
-        '--omega',
-        type=float,
-        help='propagation weight; the head\'s (or 0.5) by default')
+        '--seed', type=int, default=0, help='seed of the anchor order')
     parser.add_argument(
-        '--temperature',
-        type=float,
-        help='temperature T; the head\'s (or 4.0) by default')
+        '--omega', type=float, help='default: the head\'s (or 0.5)')
+    parser.add_argument(
+        '--temperature', type=float, help='default: the head\'s (or 4.0)')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
     args = parse_checked(parser, argv)
-    for name in ('num_batches', 'max_images', 'ncols', 'topk'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name.replace("_", "-")} must be >= 1, got '
-                         f'{getattr(args, name)}')
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
+    for name in ('num_batches', 'max_images', 'ncols', 'topk', 'batch_size'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(
+                f'--{name.replace("_", "-")} must be >= 1, got {value}')
     if args.omega is not None and not 0.0 <= args.omega < 1.0:
         parser.error(f'--omega must be in [0, 1), got {args.omega}')
     if args.temperature is not None and not args.temperature > 0:
@@ -90,12 +69,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def build_model(cfg: Config, checkpoint: str, device: str = 'cpu'):
-    """Build the config's classifier and load a checkpoint into it.
+    """The config's classifier with the checkpoint's weights, in eval mode.
 
-    The config's top-level ``data_preprocessor`` (the normalisation) goes
-    into the model, as mmengine's runner and mmpretrain's ``init_model``
-    do; without it the images would stay in 0-255 and batch normalisation's
-    running statistics would not fit them.
+    mmpretrain's ``get_model`` puts the config's ``data_preprocessor`` (the
+    normalisation) into the model, as the runner does; without it batch
+    normalisation's running statistics would not fit the images.
 
     Args:
         cfg (Config): The full config.
@@ -103,37 +81,22 @@ def build_model(cfg: Config, checkpoint: str, device: str = 'cpu'):
         device (str): Device to put the model on. Defaults to 'cpu'.
 
     Returns:
-        nn.Module: The model, in eval mode.
+        nn.Module: The model.
     """
-    from mmengine.runner import load_checkpoint
-    from mmpretrain.registry import MODELS
+    from mmpretrain.apis import get_model
 
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = MODELS.build(model_cfg)
-    load_checkpoint(model, checkpoint, map_location='cpu')
-    model.to(device)
-    model.eval()
-    return model
+    return get_model(cfg, pretrained=checkpoint, device=device)
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
-    """Draw the pictures from the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        list[str]: The PNG paths written.
-    """
+    """Draw the pictures from the command line; return the PNGs' paths."""
     args = parse_args(argv)
     # Heavy imports after the command line is checked.
     import mmbake  # noqa: F401  (registers BAKEHead and the sampler)
     from mmengine.registry import init_default_scope
 
-    from mmbake.visualization import (build_class_aware_batches,
-                                      format_stats, visualize_batches)
+    from mmbake.visualization import (build_class_aware_batches, format_stats,
+                                      visualize_batches)
 
     cfg = apply_cfg_options(Config.fromfile(args.config), args)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -146,11 +109,10 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
                 num_batches=args.num_batches,
                 batch_size=args.batch_size,
                 seed=args.seed)
-        check_label_values(
-            model, [
-                int(sample.gt_label[0]) for batch in batches['batches']
-                for sample in batch['data_samples']
-            ], 'train_dataloader', batches['classes'])
+        check_label_values(model, [
+            int(sample.gt_label[0]) for batch in batches['batches']
+            for sample in batch['data_samples']
+        ], 'train_dataloader', batches['classes'])
     outputs = visualize_batches(
         model,
         batches,

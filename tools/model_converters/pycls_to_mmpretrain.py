@@ -1,36 +1,16 @@
 """Convert the BAKE authors' pycls ImageNet checkpoints to mmpretrain.
 
-Usage::
-
     python tools/model_converters/pycls_to_mmpretrain.py SRC DST [--keep-bgr]
 
-``SRC`` is a checkpoint written by the authors' pycls fork (yxgeee/BAKE,
-``imagenet/``), e.g. their released ``model_epoch_0100.pyth``: a dict with
-``epoch``, ``model_state``, ``optimizer_state`` and ``cfg`` (the run's YAML
-config), or a bare ``model_state``. The network must be a pycls ``AnyNet``
-that mmpretrain's ``ResNet`` / ``ResNeXt`` express, with a config here:
-ResNet-50/101/152 or ResNeXt-101/152 (32x4d), the authors' architectures.
-
-The file is read with the weights-only unpickler (its optimizer state holds
-numpy scalars, which mmbake's loader allows and nothing else); the
-architecture comes from ``cfg`` through ``yaml.safe_load`` (from the tensor
-shapes for a bare state dict); nothing in the file is executed.
-
-The pycls keys are renamed to an mmpretrain ``ImageClassifier`` with a
-``ResNet`` or ``ResNeXt`` backbone, ``GlobalAveragePooling`` and
-``LinearClsHead``, and checked name by name and shape by shape against that
-model. The authors' loader feeds BGR images; the stem convolution's input
-channels are reversed so that the model takes the RGB input of mmpretrain's
-stock ImageNet data preprocessor (``--keep-bgr`` keeps BGR for a config
-with ``to_rgb=False`` and BGR statistics).
-
-``DST`` names the release as for ``publish_model.py``: the file written is
-``<DST without .pth>_<YYYYMMDD>-<sha256[:8]>.pth``, with ``state_dict`` and
-plain ``meta`` (the source file's name and sha256, the architecture, the
-input channel order, the pycls config text, ImageNet class names), loadable
-with ``torch.load(weights_only=True)``. The tool prints the config to test
-it with. On any input it cannot convert, it prints one ``error:`` line,
-exits with status 2 and writes nothing.
+``SRC``: a checkpoint of the authors' pycls fork (yxgeee/BAKE,
+``imagenet/``), e.g. ``model_epoch_0100.pyth``, or a bare ``model_state``,
+of a pycls ``AnyNet`` ResNet-50/101/152 or ResNeXt-101/152 (32x4d). Nothing
+in it runs (weights-only unpickler, ``yaml.safe_load``). The keys are
+renamed for mmpretrain's ``ImageClassifier`` and checked by name and shape
+against it; the stem's input channels are reversed from the authors' BGR to
+RGB (``--keep-bgr`` keeps BGR). ``DST`` names the release as in
+``publish_model.py``. Input it cannot convert is one ``error:`` line, exit
+status 2, and nothing written.
 """
 import argparse
 import hashlib
@@ -44,19 +24,9 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import torch
 import yaml
 
-# publish_model.py, next to this file, writes releases; this tool writes
-# them the same way. tools/ is a folder of scripts, not a package.
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from publish_model import save_release  # noqa: E402
-
 PROG = 'pycls_to_mmpretrain.py'
-# mmpretrain's ResNet / ResNeXt: blocks per stage for each depth with
-# bottleneck blocks (ResNet-18/34 use basic blocks, which no BAKE config
-# here has).
-BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-# What both libraries' ImageNet ResNets share: a 7x7 stem of 64 channels,
-# stage outputs 4 x 64 x 2^i, the first stage at stride 1.
-STEM_WIDTH = 64
+# What both libraries' ImageNet ResNets share: stage outputs 4 x 64 x 2^i,
+# the first stage at stride 1.
 STAGE_WIDTHS = (256, 512, 1024, 2048)
 STAGE_STRIDES = (1, 2, 2, 2)
 BN_EPS = 1e-5
@@ -73,12 +43,14 @@ CONFIGS = {
 SUPPORTED = ('ResNet-50, ResNet-101, ResNet-152, ResNeXt-101 (32x4d), '
              'ResNeXt-152 (32x4d) as pycls AnyNet (res_stem_in, '
              'res_bottleneck_block)')
-# mmpretrain's ImageNet statistics (RGB, 0-255), which are pycls's BGR ones
-# (0-1) reversed and scaled; printed for --keep-bgr users in BGR order.
+_FORMATS = ('supported: a checkpoint of the authors\' pycls (a dict with '
+            '"model_state" and "cfg") or a bare pycls state dict')
+_FROM_PYCLS = 'the YAML text that pycls writes into its checkpoints'
+# mmpretrain's ImageNet statistics in BGR order, for --keep-bgr.
 BGR_MEAN = (103.53, 116.28, 123.675)
 BGR_STD = (57.375, 57.12, 58.395)
 
-# pycls AnyNet key -> mmpretrain ImageClassifier key.
+# pycls AnyNet block layer -> mmpretrain's.
 _BLOCK_LAYERS = {
     'f.a': 'conv1',
     'f.a_bn': 'bn1',
@@ -100,15 +72,7 @@ class ConversionError(ValueError):
 
 
 class Architecture(NamedTuple):
-    """An mmpretrain ResNet / ResNeXt classifier.
-
-    Attributes:
-        type (str): ``'ResNet'`` or ``'ResNeXt'``.
-        depth (int): 50, 101 or 152.
-        groups (int): Groups of the 3x3 convolutions (1 for ResNet).
-        width_per_group (int): Channels per group in the first stage.
-        num_classes (int): Outputs of the classifier.
-    """
+    """An mmpretrain ResNet / ResNeXt classifier (``groups`` 1 for ResNet)."""
     type: str
     depth: int
     groups: int
@@ -143,43 +107,27 @@ class Architecture(NamedTuple):
                 in_channels=STAGE_WIDTHS[-1]))
 
 
-def load_pycls_checkpoint(
+def _load_pycls_checkpoint(
         path: str) -> Tuple[Dict[str, torch.Tensor], Optional[str], Any]:
-    """Read a pycls checkpoint without running any code in it.
+    """``(state dict, cfg text or None, epoch or None)``, no code run."""
+    from mmbake.compat import load_checkpoint_weights_only
 
-    Args:
-        path (str): A pycls checkpoint (``model_state`` and, usually,
-            ``cfg`` and ``epoch``) or a bare pycls state dict.
-
-    Returns:
-        tuple: The model's state dict, the config text (None for a bare
-        state dict) and the stored epoch (pycls counts from 0; None if
-        absent).
-
-    Raises:
-        ConversionError: If the file cannot be read safely or has another
-            layout.
-    """
     with open(path, 'rb') as f:
         head = f.read(4)
     # torch.save writes a zip archive, or (legacy format) a pickle.
     if head != b'PK\x03\x04' and head[:1] != b'\x80':
         raise ConversionError(
             f'not a torch file (it starts with {head!r}, neither a zip '
-            'archive nor a pickle); supported: a checkpoint of the authors\' '
-            'pycls (a dict with "model_state" and "cfg") or a bare pycls '
-            'state dict')
-    from mmbake.compat import load_checkpoint_weights_only
-
+            f'archive nor a pickle); {_FORMATS}')
     try:
         checkpoint = load_checkpoint_weights_only(path)
-    # A damaged file fails inside torch's unpickler with whatever error
-    # its bytes provoke (KeyError, EOFError, ...).
+    # A damaged file fails in torch's unpickler with whatever error its
+    # bytes provoke.
     except Exception as err:  # noqa: B902
+        reason = (str(err).splitlines() or [repr(err)])[0]
         raise ConversionError(
-            f'not a pycls checkpoint ({_load_failure(err)}); supported: a '
-            'checkpoint of the authors\' pycls (a dict with "model_state" '
-            'and "cfg") or a bare pycls state dict') from err
+            f'not a pycls checkpoint ({reason}); {_FORMATS}') from err
+    state_dict, cfg_text, epoch = checkpoint, None, None
     if 'model_state' in checkpoint:
         state_dict = checkpoint['model_state']
         cfg_text, epoch = checkpoint.get('cfg'), checkpoint.get('epoch')
@@ -187,103 +135,51 @@ def load_pycls_checkpoint(
             raise ConversionError(
                 f'"cfg" is a {type(cfg_text).__name__}; pycls stores its '
                 'config as YAML text (a str)')
-    else:
-        state_dict, cfg_text, epoch = checkpoint, None, None
     if not (isinstance(state_dict, dict) and state_dict
             and all(isinstance(v, torch.Tensor) for v in state_dict.values())):
-        keys = sorted(map(str, checkpoint))[:8]
         raise ConversionError(
-            f'found a dict with keys {keys} that is neither a pycls '
-            'checkpoint nor a state dict; supported: a checkpoint of the '
-            'authors\' pycls (a dict with "model_state" and "cfg") or a bare '
-            'pycls state dict')
+            f'found a dict with keys {sorted(map(str, checkpoint))[:8]} that '
+            f'is neither a pycls checkpoint nor a state dict; {_FORMATS}')
     return state_dict, cfg_text, epoch
 
 
-def _load_failure(err: Exception) -> str:
-    """One line on why ``torch.load`` failed: the refused global if the
-    weights-only unpickler names one (torch's message opens with advice to
-    load unsafely, which this tool never does)."""
-    lines = [
-        line.strip() for e in (err, err.__cause__) if e is not None
-        for line in str(e).splitlines() if line.strip()
-    ]
-    refused = [line for line in lines if 'GLOBAL' in line]
-    if refused:
-        return refused[0]
-    return f'{type(err).__name__}: {lines[0]}' if lines else \
-        f'{type(err).__name__}, the file is cut short or damaged'
-
-
-def anynet_from_cfg(cfg_text: str) -> Dict[str, Any]:
-    """The AnyNet description of a pycls config.
-
-    Args:
-        cfg_text (str): pycls's ``cfg.dump()`` (YAML).
-
-    Returns:
-        dict: ``stem_type``, ``stem_w``, ``block_type``, ``depths``,
-        ``widths``, ``strides``, ``bot_muls``, ``group_ws``, ``se_on``,
-        ``bn_eps`` and ``dataset``.
-
-    Raises:
-        ConversionError: If the text is not a pycls AnyNet config.
-    """
+def _anynet_from_cfg(cfg_text: str) -> Dict[str, Any]:
+    """The ``ANYNET`` section of a pycls config (``cfg.dump()``, YAML),
+    with ``BN_EPS`` and ``DATASET`` added."""
     try:
         cfg = yaml.safe_load(cfg_text)
     except yaml.YAMLError as err:
         raise ConversionError(
             f'"cfg" is not YAML ({str(err).splitlines()[0]}); supported: '
-            'the YAML text that pycls writes into its checkpoints') from err
-    if not isinstance(cfg, dict) or not isinstance(cfg.get('MODEL'), dict):
-        raise ConversionError(
-            '"cfg" has no MODEL section; supported: the YAML text that '
-            'pycls writes into its checkpoints')
-    model_type = cfg['MODEL'].get('TYPE')
+            f'{_FROM_PYCLS}') from err
+    model = cfg.get('MODEL') if isinstance(cfg, dict) else None
+    model_type = model.get('TYPE') if isinstance(model, dict) else None
     if model_type != 'anynet':
         raise ConversionError(
             f'found MODEL.TYPE {model_type!r}; supported: \'anynet\' '
             f'({SUPPORTED})')
     anynet = cfg.get('ANYNET')
-    wanted = ('STEM_TYPE', 'STEM_W', 'BLOCK_TYPE', 'DEPTHS', 'WIDTHS',
-              'STRIDES', 'BOT_MULS', 'GROUP_WS')
+    wanted = ('STEM_TYPE', 'BLOCK_TYPE', 'DEPTHS', 'STRIDES', 'BOT_MULS',
+              'GROUP_WS')
     missing = [
         k for k in wanted if not isinstance(anynet, dict) or k not in anynet
     ]
     if missing:
         raise ConversionError(
             f'"cfg" has no ANYNET.{", ANYNET.".join(missing)}; supported: '
-            'the full config that pycls writes into its checkpoints')
+            f'{_FROM_PYCLS}')
     return dict(
-        stem_type=anynet['STEM_TYPE'],
-        stem_w=anynet['STEM_W'],
-        block_type=anynet['BLOCK_TYPE'],
-        depths=list(anynet['DEPTHS']),
-        widths=list(anynet['WIDTHS']),
-        strides=list(anynet['STRIDES']),
-        bot_muls=list(anynet['BOT_MULS']),
-        group_ws=list(anynet['GROUP_WS']),
-        se_on=bool(anynet.get('SE_ON', False)),
-        bn_eps=float((cfg.get('BN') or {}).get('EPS', BN_EPS)),
-        dataset=(cfg.get('TRAIN') or {}).get('DATASET'))
+        anynet,
+        BN_EPS=float((cfg.get('BN') or {}).get('EPS', BN_EPS)),
+        DATASET=(cfg.get('TRAIN') or {}).get('DATASET'))
 
 
-def anynet_from_state_dict(
+def _anynet_from_state_dict(
         state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
-    """The AnyNet description read off the tensors of a bare state dict.
+    """As :func:`_anynet_from_cfg`, read off the tensors of a state dict.
 
-    Strides leave no trace in the weights: a bare state dict is taken to
-    have ResNet's strides (1, 2, 2, 2), and pycls's default BN epsilon.
-
-    Args:
-        state_dict (dict[str, Tensor]): A pycls AnyNet state dict.
-
-    Returns:
-        dict: As :func:`anynet_from_cfg`.
-
-    Raises:
-        ConversionError: If it is not an AnyNet with a 7x7 stem and
-            bottleneck blocks.
+    Strides leave no trace in the weights: ResNet's (1, 2, 2, 2) and
+    pycls's default BN epsilon are assumed.
     """
     stem = state_dict.get(STEM_CONV)
     if stem is None or stem.dim() != 4:
@@ -297,12 +193,8 @@ def anynet_from_state_dict(
             stage, block = int(match.group(1)), int(match.group(2))
             blocks[stage] = max(blocks.get(stage, 0), block)
     stages = sorted(blocks)
-    if not stages or stages != list(range(1, len(stages) + 1)):
-        raise ConversionError(
-            f'found stages {stages} (keys s<i>.b<j>.*); supported: '
-            f'{SUPPORTED}')
-    # A bottleneck block's 3x3 (f.b) and last 1x1 (f.c) convolutions give
-    # its widths and groups.
+    # The 3x3 (f.b) and last 1x1 (f.c) convolutions of a bottleneck block
+    # give its widths and groups.
     missing = [
         f's{s}.b1.f.{conv}.weight' for s in stages for conv in 'bc'
         if f's{s}.b1.f.{conv}.weight' not in state_dict
@@ -311,104 +203,59 @@ def anynet_from_state_dict(
         raise ConversionError(
             f'found no {missing[0]} (bottleneck blocks have f.a, f.b and '
             f'f.c); supported: {SUPPORTED}')
-    widths, bot_muls, group_ws = [], [], []
-    for s in stages:
-        width = state_dict[f's{s}.b1.f.c.weight'].shape[0]
-        inner, per_group = state_dict[f's{s}.b1.f.b.weight'].shape[:2]
-        widths.append(width)
-        bot_muls.append(inner / width)
-        group_ws.append(per_group)
+    widths = [state_dict[f's{s}.b1.f.c.weight'].shape[0] for s in stages]
+    inner = [state_dict[f's{s}.b1.f.b.weight'].shape[:2] for s in stages]
+    size = stem.shape[-1]
     return dict(
         # pycls's other stems (simple_stem_in, res_stem_cifar) are 3x3.
-        stem_type='res_stem_in'
-        if stem.shape[-1] == 7 else f'{stem.shape[-1]}x{stem.shape[-1]} conv',
-        stem_w=stem.shape[0],
-        block_type='res_bottleneck_block',
-        depths=[blocks[s] for s in stages],
-        widths=widths,
-        strides=list(STAGE_STRIDES),
-        bot_muls=bot_muls,
-        group_ws=group_ws,
-        se_on=any('.f.se.' in key for key in state_dict),
-        bn_eps=BN_EPS,
-        dataset=None)
+        STEM_TYPE='res_stem_in' if size == 7 else f'{size}x{size} conv',
+        BLOCK_TYPE='res_bottleneck_block',
+        DEPTHS=[blocks[s] for s in stages],
+        STRIDES=list(STAGE_STRIDES),
+        BOT_MULS=[c / w for (c, _), w in zip(inner, widths)],
+        GROUP_WS=[per_group for _, per_group in inner],
+        BN_EPS=BN_EPS,
+        DATASET=None)
 
 
-def mmpretrain_architecture(anynet: Dict[str, Any],
-                            num_classes: int) -> Architecture:
+def _mmpretrain_architecture(anynet: Dict[str, Any],
+                             num_classes: int) -> Architecture:
     """The mmpretrain ResNet / ResNeXt that an AnyNet is, if any.
 
-    A pycls bottleneck stage of width ``w`` with bottleneck multiplier
-    ``bm`` and group width ``gw`` has a 3x3 convolution of ``w * bm``
-    channels in ``w * bm / gw`` groups; mmpretrain's ResNeXt has
-    ``groups * width_per_group * 2^i`` channels in ``groups`` groups at
-    stage ``i``, and its ResNet ``w / 4`` channels in one group.
-
-    Args:
-        anynet (dict): From :func:`anynet_from_cfg` or
-            :func:`anynet_from_state_dict`.
-        num_classes (int): Outputs of the classifier.
-
-    Returns:
-        Architecture: The equivalent mmpretrain network.
-
-    Raises:
-        ConversionError: If the AnyNet is none of :data:`SUPPORTED`.
+    Stem, blocks, strides and BN's epsilon are checked here (the last two
+    leave no trace in the weights); widths, depths and groups by the
+    weights' names and shapes against the mmpretrain model.
     """
 
     def unsupported(found: str) -> ConversionError:
         return ConversionError(f'found an AnyNet with {found}; supported: '
                                f'{SUPPORTED}')
 
-    if anynet['stem_type'] != 'res_stem_in':
-        raise unsupported(f'stem {anynet["stem_type"]!r}')
-    if anynet['block_type'] != 'res_bottleneck_block':
-        raise unsupported(f'blocks {anynet["block_type"]!r}')
-    if anynet['se_on']:
-        raise unsupported('squeeze-and-excitation (SE_ON)')
-    if anynet['stem_w'] != STEM_WIDTH:
-        raise unsupported(f'a stem of width {anynet["stem_w"]}')
-    if (list(anynet['widths']) != list(STAGE_WIDTHS)
-            or list(anynet['strides']) != list(STAGE_STRIDES)):
-        raise unsupported(f'stage widths {anynet["widths"]} and strides '
-                          f'{anynet["strides"]}')
-    depths = tuple(anynet['depths'])
-    depth = 3 * sum(depths) + 2
-    if BOTTLENECK_DEPTHS.get(depth) != depths:
-        raise unsupported(f'stage depths {list(depths)}')
-    if anynet['bn_eps'] != BN_EPS:
-        raise unsupported(f'BN.EPS {anynet["bn_eps"]} (mmpretrain\'s BN '
+    if anynet['STEM_TYPE'] != 'res_stem_in':
+        raise unsupported(f'stem {anynet["STEM_TYPE"]!r}')
+    if anynet['BLOCK_TYPE'] != 'res_bottleneck_block':
+        raise unsupported(f'blocks {anynet["BLOCK_TYPE"]!r}')
+    if list(anynet['STRIDES']) != list(STAGE_STRIDES):
+        raise unsupported(f'strides {anynet["STRIDES"]}')
+    if anynet['BN_EPS'] != BN_EPS:
+        raise unsupported(f'BN.EPS {anynet["BN_EPS"]} (mmpretrain\'s BN '
                           f'uses {BN_EPS})')
-    bms, gws = anynet['bot_muls'], anynet['group_ws']
-    if len(bms) != 4 or len(gws) != 4:
+    bms, gws = anynet['BOT_MULS'], anynet['GROUP_WS']
+    if len(bms) != 4 or len(gws) != 4 or not gws[0]:
         raise unsupported(f'BOT_MULS {bms} and GROUP_WS {gws}')
-    # As pycls computes them (anynet.py, BottleneckTransform).
-    inner = [int(round(w * bm)) for w, bm in zip(STAGE_WIDTHS, bms)]
-    groups, width_per_group = inner[0] // gws[0], gws[0]
-    expected = ([w // 4 for w in STAGE_WIDTHS] if groups == 1 else
-                [groups * width_per_group * 2**i for i in range(4)])
-    if (groups < 1 or inner != expected
-            or [c // g for c, g in zip(inner, gws)] != [groups] * 4):
-        raise unsupported(f'BOT_MULS {bms} and GROUP_WS {gws}')
-    arch = Architecture('ResNet' if groups == 1 else 'ResNeXt', depth, groups,
-                        width_per_group, num_classes)
+    # pycls's first stage has a 3x3 convolution of 256 * bm channels in
+    # groups of gw channels (anynet.py, BottleneckTransform).
+    groups = int(round(STAGE_WIDTHS[0] * bms[0])) // gws[0]
+    arch = Architecture('ResNet' if groups == 1 else 'ResNeXt',
+                        3 * sum(anynet['DEPTHS']) + 2, groups, gws[0],
+                        num_classes)
     if arch[:4] not in CONFIGS:
         raise ConversionError(f'found {arch.name}; supported: {SUPPORTED}')
     return arch
 
 
-def convert_key(key: str) -> str:
-    """The mmpretrain name of a pycls AnyNet ResNet/ResNeXt parameter.
-
-    Args:
-        key (str): E.g. ``'s2.b1.f.b_bn.running_var'``.
-
-    Returns:
-        str: E.g. ``'backbone.layer2.0.bn2.running_var'``.
-
-    Raises:
-        ConversionError: For a key that such a network does not have.
-    """
+def _convert_key(key: str) -> str:
+    """E.g. ``'s2.b1.f.b_bn.bias'`` -> ``'backbone.layer2.0.bn2.bias'``."""
     match = _STEM_KEY.match(key)
     if match:
         layer = 'conv1' if match.group(1) == 'conv' else 'bn1'
@@ -426,42 +273,23 @@ def convert_key(key: str) -> str:
         f'have; supported: {SUPPORTED}')
 
 
-def convert_state_dict(state_dict: Dict[str, torch.Tensor],
-                       keep_bgr: bool = False) -> Dict[str, torch.Tensor]:
-    """Rename a pycls state dict for mmpretrain, stem channels to RGB.
-
-    Args:
-        state_dict (dict[str, Tensor]): The pycls AnyNet state dict.
-        keep_bgr (bool): Keep the stem's BGR input channel order. Defaults
-            to False (reverse it to RGB).
-
-    Returns:
-        dict[str, Tensor]: The mmpretrain state dict, in pycls's order.
-    """
+def _convert_state_dict(state_dict: Dict[str, torch.Tensor],
+                        keep_bgr: bool) -> Dict[str, torch.Tensor]:
+    """Rename a pycls state dict for mmpretrain, stem channels to RGB."""
     converted = OrderedDict()
     for key, value in state_dict.items():
         if key == STEM_CONV and not keep_bgr:
-            # pycls normalises BGR images; reversing the input channels
-            # of the first convolution makes it expect RGB, which
-            # mmpretrain's ImageNet preprocessor delivers (to_rgb=True).
-            # flip() copies; the other tensors are taken as they are.
+            # pycls normalises BGR images; with its input channels reversed
+            # the first convolution takes the RGB of mmpretrain's ImageNet
+            # preprocessor (to_rgb=True).
             value = value.flip(1)
-        converted[convert_key(key)] = value
+        converted[_convert_key(key)] = value
     return converted
 
 
-def check_against_model(state_dict: Dict[str, torch.Tensor],
-                        arch: Architecture) -> None:
-    """Check names and shapes against the mmpretrain model they are for.
-
-    Args:
-        state_dict (dict[str, Tensor]): The converted state dict.
-        arch (Architecture): The model it must load into, strictly.
-
-    Raises:
-        ConversionError: On a missing or unexpected key, or a shape that
-            differs.
-    """
+def _check_against_model(state_dict: Dict[str, torch.Tensor],
+                         arch: Architecture) -> None:
+    """Refuse names or shapes that ``arch`` would not load strictly."""
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
@@ -469,7 +297,7 @@ def check_against_model(state_dict: Dict[str, torch.Tensor],
         expected = MODELS.build(arch.model_cfg()).state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    shapes = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+    shapes = [(k, list(state_dict[k].shape), list(expected[k].shape))
               for k in expected
               if k in state_dict and state_dict[k].shape != expected[k].shape]
     problems = []
@@ -481,24 +309,17 @@ def check_against_model(state_dict: Dict[str, torch.Tensor],
     if shapes:
         key, found, wanted = shapes[0]
         problems.append(f'{len(shapes)} of another shape (first: {key} '
-                        f'{list(found)}, mmpretrain {list(wanted)})')
+                        f'{found}, mmpretrain {wanted})')
     if problems:
         raise ConversionError(
             f'the weights do not fit mmpretrain\'s {arch.name}: '
             f'{"; ".join(problems)}')
 
 
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file, read in 16 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 24), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
-    """Convert ``src`` and write the release named after ``dst``.
+def convert(src: str,
+            dst: str,
+            keep_bgr: bool = False) -> Tuple[str, Architecture]:
+    """Convert ``src``; write the release named after ``dst``.
 
     Args:
         src (str): The pycls checkpoint.
@@ -506,32 +327,32 @@ def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
         keep_bgr (bool): Keep BGR input channels. Defaults to False.
 
     Returns:
-        dict: ``path`` (the file written), ``architecture``
-        (:class:`Architecture`), ``config`` (the config to test it with)
-        and ``meta`` (the release's metadata).
-
-    Raises:
-        ConversionError: If ``src`` cannot be converted; nothing is
-            written then.
+        tuple[str, Architecture]: The file written and its network.
     """
-    state_dict, cfg_text, epoch = load_pycls_checkpoint(src)
-    anynet = (
-        anynet_from_cfg(cfg_text)
-        if cfg_text is not None else anynet_from_state_dict(state_dict))
-    fc = state_dict.get('head.fc.weight')
-    # A missing or malformed classifier is reported by check_against_model.
-    num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else 1000
-    arch = mmpretrain_architecture(anynet, num_classes)
-    converted = convert_state_dict(state_dict, keep_bgr)
-    check_against_model(converted, arch)
-
     import mmpretrain
 
     from mmbake import __version__ as mmbake_version
+    from mmbake.utils import save_release
+
+    state_dict, cfg_text, epoch = _load_pycls_checkpoint(src)
+    anynet = (
+        _anynet_from_cfg(cfg_text)
+        if cfg_text is not None else _anynet_from_state_dict(state_dict))
+    fc = state_dict.get('head.fc.weight')
+    # A missing or malformed classifier is reported by the model check.
+    num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else 1000
+    arch = _mmpretrain_architecture(anynet, num_classes)
+    converted = _convert_state_dict(state_dict, keep_bgr)
+    _check_against_model(converted, arch)
+
+    digest = hashlib.sha256()
+    with open(src, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 24), b''):
+            digest.update(chunk)
     meta: Dict[str, Any] = dict(
         converted_from=dict(
             file=osp.basename(src),
-            sha256=file_sha256(src),
+            sha256=digest.hexdigest(),
             format='pycls AnyNet (yxgeee/BAKE, imagenet/)',
             epoch=epoch,
             cfg=cfg_text),
@@ -542,35 +363,22 @@ def convert(src: str, dst: str, keep_bgr: bool = False) -> Dict[str, Any]:
         mmpretrain_config=CONFIGS[arch[:4]],
         mmpretrain_version=mmpretrain.__version__,
         mmbake_version=mmbake_version)
-    if arch.num_classes == 1000 and anynet['dataset'] in ('imagenet', None):
+    if arch.num_classes == 1000 and anynet['DATASET'] in ('imagenet', None):
         # pycls numbers ImageNet classes by sorted WordNet id, as
         # mmpretrain does.
         from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
         meta['dataset_meta'] = dict(classes=list(IMAGENET_CATEGORIES))
-    path = save_release(dict(state_dict=converted, meta=meta), dst)
-    return dict(
-        path=path,
-        architecture=arch,
-        config=meta['mmpretrain_config'],
-        meta=meta)
+    return save_release(dict(state_dict=converted, meta=meta), dst), arch
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        argparse.Namespace: ``src``, ``dst`` and ``keep_bgr``.
-    """
+def main(argv: Optional[List[str]] = None) -> str:
+    """Convert the checkpoint named on the command line; return the path
+    of the file written."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description='Convert a pycls ResNet/ResNeXt checkpoint of the BAKE '
         'authors to an mmpretrain release file')
-    parser.add_argument(
-        'src', help='pycls checkpoint, e.g. '
-        'model_epoch_0100.pyth')
+    parser.add_argument('src', help='pycls checkpoint (model_epoch_0100.pyth)')
     parser.add_argument(
         'dst',
         help='release name, e.g. work_dirs/bake_resnet50_authors-pycls_'
@@ -580,19 +388,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='keep the BGR input channel order of pycls (then test with '
         'data_preprocessor.to_rgb=False and BGR mean/std)')
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[List[str]] = None) -> str:
-    """Convert the checkpoint named on the command line.
-
-    Args:
-        argv (list[str], optional): Arguments; ``sys.argv[1:]`` when None.
-
-    Returns:
-        str: Path of the written file.
-    """
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     # mmcv-lite warns on import that it lacks compiled ops, which nothing
     # here uses; stderr stays for this tool's own error line.
     warnings.filterwarnings(
@@ -600,14 +396,14 @@ def main(argv: Optional[List[str]] = None) -> str:
     try:
         if not osp.isfile(args.src):
             raise ConversionError('no such file')
-        result = convert(args.src, args.dst, args.keep_bgr)
+        path, arch = convert(args.src, args.dst, args.keep_bgr)
     except ConversionError as err:
         print(f'{PROG}: error: {args.src}: {err}', file=sys.stderr)
         raise SystemExit(2)
-    arch, config = result['architecture'], result['config']
+    config = CONFIGS[arch[:4]]
     print(f'Converted pycls {arch.name} ({arch.num_classes} classes) from '
           f'{args.src}')
-    print(f'Wrote {result["path"]}')
+    print(f'Wrote {path}')
     options = ''
     if arch.num_classes != 1000:
         options += f' model.head.num_classes={arch.num_classes}'
@@ -616,9 +412,9 @@ def main(argv: Optional[List[str]] = None) -> str:
                     f'data_preprocessor.mean="{list(BGR_MEAN)}" '
                     f'data_preprocessor.std="{list(BGR_STD)}"')
     print(f'Config: {config}')
-    print(f'Test:   python tools/test.py {config} {result["path"]}' +
+    print(f'Test:   python tools/test.py {config} {path}' +
           (f' --cfg-options{options}' if options else ''))
-    return result['path']
+    return path
 
 
 if __name__ == '__main__':
