@@ -6,7 +6,8 @@ each arm wins, top-1 per seed), ``<name>.png`` (the paired differences)
 and, where the runs recorded scores, ``<name>_reliability.png`` (accuracy
 against confidence per bin, one line per arm, seeds pooled)::
 
-    python benchmarks/report.py benchmarks/results/budget_map_fashion_mnist.json
+    python benchmarks/report.py \
+        benchmarks/results/budget_map_fashion_mnist.json
 """
 import argparse
 import json

@@ -162,10 +162,10 @@ def main() -> None:
                                           args.num_instances, epoch_mode)
 
         t_build, ours = best_of(args.repeats, build)
-        t_epoch, num_batches = best_of(args.repeats, lambda: consume(ours))
+        t_epoch, num_batches = best_of(args.repeats, lambda s=ours: consume(s))
         anchors_mode = build('anchors')
         t_epoch_anchors, num_batches_anchors = best_of(
-            args.repeats, lambda: consume(anchors_mode))
+            args.repeats, lambda s=anchors_mode: consume(s))
         plain = BatchSampler(sampler, args.batch_size, drop_last=False)
         t_plain, num_plain = best_of(args.repeats, lambda: consume(plain))
         rss_after = peak_rss_mb()

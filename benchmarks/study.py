@@ -27,7 +27,8 @@ its own (``git worktree add``), so that editing the working tree does not
 reach the runs still to come::
 
     python benchmarks/study.py benchmarks/studies/budget_map_fashion_mnist.py
-    python benchmarks/report.py benchmarks/results/budget_map_fashion_mnist.json
+    python benchmarks/report.py \
+        benchmarks/results/budget_map_fashion_mnist.json
 """
 import argparse
 import hashlib

@@ -2,8 +2,9 @@
 
 Importing the package registers every mmbake type into mmpretrain's
 registries (``mmpretrain.registry.MODELS``, ``DATA_SAMPLERS``,
-``TRANSFORMS``, ``HOOKS`` and ``METRICS``), so that configs with ``default_scope='mmpretrain'`` find them
-after ``custom_imports=dict(imports=['mmbake'])``.
+``TRANSFORMS``, ``HOOKS`` and ``METRICS``), so that configs with
+``default_scope='mmpretrain'`` find them after
+``custom_imports=dict(imports=['mmbake'])``.
 """
 from . import compat  # noqa: F401  (applies the narrow compatibility fixes)
 from .datasets import *  # noqa: F401,F403

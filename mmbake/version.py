@@ -12,7 +12,8 @@ def parse_version_info(version_str: str) -> tuple:
     Returns:
         tuple: The numeric parts, e.g. ``(0, 1, 0)``.
     """
-    return tuple(int(part) for part in version_str.split('.') if part.isdigit())
+    return tuple(
+        int(part) for part in version_str.split('.') if part.isdigit())
 
 
 version_info = parse_version_info(__version__)

@@ -1,4 +1,4 @@
-"""Fix 6: ``Runner.resume`` must not execute the config text of a checkpoint."""
+"""Fix 6: ``Runner.resume`` must not execute a checkpoint's config text."""
 import functools
 import logging
 from typing import Any, Callable

@@ -13,10 +13,10 @@ class ToGrayscale(BaseTransform):
     mmpretrain's ``ImageClassificationInferencer`` (and so
     ``inference_model``; mmpretrain 1.2) drops ``LoadImageFromFile`` from a
     config's test pipeline and decodes every file to 3-channel BGR itself,
-    whatever the file holds. Placed in the test pipeline of a one-channel model, this
-    transform gives it the H x W array that a gray dataset (mmpretrain's
-    ``FashionMNIST``, ``MNIST``) yields, so that an image file is classified
-    like the dataset's own image. Colour is converted with the ITU-R BT.601
+    whatever the file holds. Placed in the test pipeline of a one-channel
+    model, this transform gives it the H x W array that a gray dataset
+    (mmpretrain's ``FashionMNIST``, ``MNIST``) yields, so that an image file
+    is classified like the dataset's own image. Colour is converted with the ITU-R BT.601
     luma weights, as OpenCV's ``cvtColor(COLOR_BGR2GRAY)`` computes them::
 
         Y = 0.299 R + 0.587 G + 0.114 B

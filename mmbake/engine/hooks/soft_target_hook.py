@@ -96,4 +96,3 @@ class SoftTargetVisualizationHook(Hook):
         for output in outputs:
             runner.logger.info(f'Soft-target picture {output["path"]}: '
                                + format_stats(output))
-

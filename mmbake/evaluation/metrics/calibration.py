@@ -46,9 +46,9 @@ class Calibration(BaseMetric):
 
     positive for a model that is over-confident on average, negative for an
     under-confident one. NLL is reported in nats; ECE and the gap in percent
-    (points), like mmpretrain's ``Accuracy``. Each image is reduced to three numbers in
-    :meth:`process`, so collecting the results of several processes costs
-    little even with many classes; mmengine's ``BaseMetric`` gathers them
+    (points), like mmpretrain's ``Accuracy``. Each image is reduced to three
+    numbers in :meth:`process`, so collecting the results of several
+    processes costs little even with many classes; mmengine's ``BaseMetric`` gathers them
     across ranks and drops the samples a distributed sampler padded.
 
     Args:

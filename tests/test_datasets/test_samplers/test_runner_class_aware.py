@@ -179,4 +179,3 @@ def test_iteration_based_training_and_resume(fashion_mnist_small_root,
         load_from=checkpoint))
     runner.train()
     assert resumed.indices[0] == batches[3:]
-

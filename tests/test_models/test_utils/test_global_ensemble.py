@@ -11,6 +11,7 @@ from tests.test_models.test_utils.test_knowledge_ensemble import \
 def reference_targets(feats, logits):
     return _reference(feats, logits, 0.5, 4.0)
 
+
 pytestmark = pytest.mark.dist
 
 DIM, CLASSES = 16, 7
