@@ -16,8 +16,9 @@ class ToGrayscale(BaseTransform):
     whatever the file holds. Placed in the test pipeline of a one-channel
     model, this transform gives it the H x W array that a gray dataset
     (mmpretrain's ``FashionMNIST``, ``MNIST``) yields, so that an image file
-    is classified like the dataset's own image. Colour is converted with the ITU-R BT.601
-    luma weights, as OpenCV's ``cvtColor(COLOR_BGR2GRAY)`` computes them::
+    is classified like the dataset's own image. Colour is converted with the
+    ITU-R BT.601 luma weights, as OpenCV's ``cvtColor(COLOR_BGR2GRAY)``
+    computes them::
 
         Y = 0.299 R + 0.587 G + 0.114 B
 

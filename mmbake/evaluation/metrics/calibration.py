@@ -48,8 +48,9 @@ class Calibration(BaseMetric):
     under-confident one. NLL is reported in nats; ECE and the gap in percent
     (points), like mmpretrain's ``Accuracy``. Each image is reduced to three
     numbers in :meth:`process`, so collecting the results of several
-    processes costs little even with many classes; mmengine's ``BaseMetric`` gathers them
-    across ranks and drops the samples a distributed sampler padded.
+    processes costs little even with many classes; mmengine's
+    ``BaseMetric`` gathers them across ranks and drops the samples a
+    distributed sampler padded.
 
     Args:
         num_bins (int): Number of equal-width confidence bins of the ECE.
