@@ -27,10 +27,12 @@ from mmengine.config import Config
 TOOLS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if TOOLS_DIR not in sys.path:
     sys.path.insert(0, TOOLS_DIR)
+# isort: off
 from mmbake_tools.cli import (  # noqa: E402
     apply_cfg_options, errors_as_one_line, new_parser, parse_checked)
 from mmbake_tools.data_checks import (  # noqa: E402
     check_data_paths, check_label_values, reading_data)
+# isort: on
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
