@@ -42,8 +42,10 @@ def add_mim_extension() -> None:
         elif osp.exists(dst):
             os.remove(dst)
         if osp.isdir(src):
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
-                '__pycache__', '*.pyc'))
+            shutil.copytree(
+                src,
+                dst,
+                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         elif osp.isfile(src):
             shutil.copyfile(src, dst)
 
@@ -81,13 +83,13 @@ if __name__ == '__main__':
         version=get_version(),
         description='BAKE (Batch Knowledge Ensembling) self-distillation '
         'for mmpretrain',
-        long_description=open(
-            osp.join(HERE, 'README.md'), encoding='utf-8').read(),
+        long_description=open(osp.join(HERE, 'README.md'),
+                              encoding='utf-8').read(),
         long_description_content_type='text/markdown',
         license='Apache License 2.0',
         python_requires='>=3.8',
-        packages=find_packages(exclude=('tests', 'tests.*', 'configs',
-                                        'tools', 'benchmarks')),
+        packages=find_packages(
+            exclude=('tests', 'tests.*', 'configs', 'tools', 'benchmarks')),
         include_package_data=True,
         package_data={'mmbake': ['.mim/**/*', '.mim/*']},
         install_requires=INSTALL_REQUIRES,

@@ -42,7 +42,8 @@ import mmbake  # noqa: F401  (registers BAKEHead)
 from mmbake.models import knowledge_ensemble
 
 
-def explicit_inverse_targets(feats: torch.Tensor, logits: torch.Tensor,
+def explicit_inverse_targets(feats: torch.Tensor,
+                             logits: torch.Tensor,
                              omega: float = 0.5,
                              temperature: float = 4.0) -> torch.Tensor:
     """The baseline: the formula with ``torch.inverse``, as often written."""
@@ -63,7 +64,8 @@ def sync(device: torch.device) -> None:
 
 
 def alternating_times(fns: Dict[str, Callable[[], object]],
-                      device: torch.device, repeats: int,
+                      device: torch.device,
+                      repeats: int,
                       warmup: int = 2) -> Dict[str, List[float]]:
     """Wall-clock seconds of each function over ``repeats`` rounds.
 
@@ -106,19 +108,27 @@ def bench_ensemble(sizes: List[int], device: torch.device,
         feats = torch.randn(num, 2048, generator=gen).to(device)
         logits = (3 * torch.randn(num, 1000, generator=gen)).to(device)
         # Sub-millisecond calls are noisy and cheap: time them 10x as often.
-        reps = max(1, repeats * 10 if num <= 512 else
-                   repeats if num <= 1024 else repeats // 2)
+        reps = max(
+            1, repeats *
+            10 if num <= 512 else repeats if num <= 1024 else repeats // 2)
         times = alternating_times(
-            dict(ours=lambda: knowledge_ensemble(feats, logits),
-                 theirs=lambda: explicit_inverse_targets(feats, logits)),
-            device, reps, warmup=1 if num > 1024 else 2)
+            dict(
+                ours=lambda: knowledge_ensemble(feats, logits),
+                theirs=lambda: explicit_inverse_targets(feats, logits)),
+            device,
+            reps,
+            warmup=1 if num > 1024 else 2)
         ours, theirs = (statistics.median(times['ours']),
                         statistics.median(times['theirs']))
         diff = (knowledge_ensemble(feats, logits) -
                 explicit_inverse_targets(feats, logits)).abs().max().item()
-        rows.append(dict(batch=num, ours_ms=ours * 1e3,
-                         inverse_ms=theirs * 1e3, ratio=ours / theirs,
-                         max_abs_diff=diff))
+        rows.append(
+            dict(
+                batch=num,
+                ours_ms=ours * 1e3,
+                inverse_ms=theirs * 1e3,
+                ratio=ours / theirs,
+                max_abs_diff=diff))
         print(f'{num:>6} {ours * 1e3:>12.2f} {theirs * 1e3:>13.2f} '
               f'{ours / theirs:>7.3f} {diff:>11.2e}')
     return rows
@@ -137,8 +147,7 @@ STEP_HEADS = {
 
 
 @contextlib.contextmanager
-def simulated_ranks(num_ranks: int, feats: torch.Tensor,
-                    probs: torch.Tensor):
+def simulated_ranks(num_ranks: int, feats: torch.Tensor, probs: torch.Tensor):
     """Make the BAKE heads ensemble as rank 0 of ``num_ranks`` ranks.
 
     ``knowledge_ensemble`` then takes its global path (graphs before and
@@ -149,8 +158,8 @@ def simulated_ranks(num_ranks: int, feats: torch.Tensor,
     saved = module.ensemble_world_size, module.gather_ensemble_batch
 
     def gather(own_feats, own_probs, group_size=None):
-        return (torch.cat([own_feats, feats]), torch.cat([own_probs, probs]),
-                0)
+        return (torch.cat([own_feats, feats]), torch.cat([own_probs,
+                                                          probs]), 0)
 
     module.ensemble_world_size = lambda group_size=None: num_ranks
     module.gather_ensemble_batch = gather
@@ -170,8 +179,7 @@ def other_ranks_rows(model: torch.nn.Module, images: torch.Tensor,
         for rank in range(1, num_ranks):
             noisy = images + 0.1 * rank * torch.randn_like(images)
             feats = model.extract_feat(noisy)
-            rows.append((model.head.pre_logits(feats),
-                         model.head(feats)))
+            rows.append((model.head.pre_logits(feats), model.head(feats)))
     feats = F.normalize(torch.cat([f for f, _ in rows]).float(), dim=1)
     probs = F.softmax(torch.cat([z for _, z in rows]).float() / 4.0, dim=1)
     return feats, probs
@@ -182,21 +190,32 @@ def build_classifier(head_cfg: dict, device: torch.device,
     """An mmpretrain ResNet-50 ImageNet classifier with the given head."""
     from mmpretrain.registry import MODELS
     torch.manual_seed(0)
-    head = dict(head_cfg, num_classes=1000, in_channels=2048,
-                loss=dict(type='CrossEntropyLoss', loss_weight=1.0))
+    head = dict(
+        head_cfg,
+        num_classes=1000,
+        in_channels=2048,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0))
     model = MODELS.build(
-        dict(type='ImageClassifier',
-             backbone=dict(type='ResNet', depth=50),
-             neck=dict(type='GlobalAveragePooling'),
-             head=head)).to(device)
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='ResNet', depth=50),
+            neck=dict(type='GlobalAveragePooling'),
+            head=head)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.train()
 
 
-def bench_step(device: torch.device, batch: int, size: int, repeats: int,
-               amp: bool, channels_last: bool, simulate_ranks: int = 1,
-               goals: Tuple[float, float] = (1.0, 5.0)) -> Dict[str, float]:
+def bench_step(
+    device: torch.device,
+    batch: int,
+    size: int,
+    repeats: int,
+    amp: bool,
+    channels_last: bool,
+    simulate_ranks: int = 1,
+    goals: Tuple[float, float] = (1.0, 5.0)
+) -> Dict[str, float]:
     """Part (b): step time with BAKEHead vs LinearClsHead, alternating."""
     from mmpretrain.structures import DataSample
     gen = torch.Generator().manual_seed(0)
@@ -204,26 +223,33 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     # A class-aware layout: anchor, mate, anchor, mate, ...
-    samples = [DataSample().set_gt_label(i // 2).to(device)
-               for i in range(batch)]
+    samples = [
+        DataSample().set_gt_label(i // 2).to(device) for i in range(batch)
+    ]
     heads = dict(STEP_HEADS)
     if device.type != 'cuda':  # the graphs are CUDA-only
         heads.pop('BAKEHead(cuda_graph=False)')
-    models = {name: build_classifier(cfg, device, channels_last)
-              for name, cfg in heads.items()}
-    optims = {name: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
-              for name, m in models.items()}
+    models = {
+        name: build_classifier(cfg, device, channels_last)
+        for name, cfg in heads.items()
+    }
+    optims = {
+        name: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+        for name, m in models.items()
+    }
     scalers = {
-        name: torch.amp.GradScaler(device.type, enabled=amp and
-                                   device.type == 'cuda')
+        name:
+        torch.amp.GradScaler(
+            device.type, enabled=amp and device.type == 'cuda')
         for name in models
     }
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
 
     ranks = contextlib.nullcontext()
     if simulate_ranks > 1:
-        ranks = simulated_ranks(simulate_ranks, *other_ranks_rows(
-            models['BAKEHead'], images, simulate_ranks))
+        ranks = simulated_ranks(
+            simulate_ranks,
+            *other_ranks_rows(models['BAKEHead'], images, simulate_ranks))
 
     def step(name: str) -> None:
         model, optim, scaler = models[name], optims[name], scalers[name]
@@ -240,17 +266,26 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
             for _ in range(3):
                 step(name)
         times = alternating_times(
-            {name: (lambda name=name: step(name)) for name in models},
-            device, repeats, warmup=0)
+            {name: (lambda name=name: step(name))
+             for name in models},
+            device,
+            repeats,
+            warmup=0)
     medians = {name: statistics.median(t) for name, t in times.items()}
     plain = medians['LinearClsHead']
     print(f'\n(b) ResNet-50 training step, {size}px, batch {batch}, '
           f'amp={amp}, channels_last={channels_last}, {repeats} rounds, '
           'models in shuffled order in each round; BAKE ensembles over '
           f'{simulate_ranks} x {batch} images')
-    result = dict(linear_ms=plain * 1e3, repeats=repeats, batch=batch,
-                  size=size, amp=amp, channels_last=channels_last,
-                  ensembled_images=simulate_ranks * batch, heads={})
+    result = dict(
+        linear_ms=plain * 1e3,
+        repeats=repeats,
+        batch=batch,
+        size=size,
+        amp=amp,
+        channels_last=channels_last,
+        ensembled_images=simulate_ranks * batch,
+        heads={})
     # Paired: the median over rounds of (this model - plain model) in the
     # same round, which cancels the drift between rounds.
     print(f'{"head":<28} {"q1 (ms)":>9} {"median":>9} {"q3 (ms)":>9} '
@@ -264,9 +299,12 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
         print(f'{name:<28} {first:>9.2f} {median:>9.2f} {third:>9.2f} '
               f'{ratio:>8.4f} {100 * (ratio - 1):>+8.2f}% '
               f'{100 * paired:>+8.2f}%')
-        result['heads'][name] = dict(q1_ms=first, median_ms=median,
-                                     q3_ms=third, ratio=ratio,
-                                     paired_overhead=paired)
+        result['heads'][name] = dict(
+            q1_ms=first,
+            median_ms=median,
+            q3_ms=third,
+            ratio=ratio,
+            paired_overhead=paired)
     result['bake_ms'] = medians['BAKEHead'] * 1e3
     result['ratio'] = medians['BAKEHead'] / plain
     for name, goal in zip(('BAKEHead', 'BAKEHead(cuda_graph=False)'), goals):
@@ -281,24 +319,36 @@ def bench_step(device: torch.device, batch: int, size: int, repeats: int,
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
-    parser.add_argument('--sizes', type=int, nargs='+',
-                        default=[64, 128, 256, 512, 1024, 2048, 4096],
-                        help='batch sizes B for part (a)')
     parser.add_argument(
-        '--ensemble-repeats', type=int, default=5,
+        '--sizes',
+        type=int,
+        nargs='+',
+        default=[64, 128, 256, 512, 1024, 2048, 4096],
+        help='batch sizes B for part (a)')
+    parser.add_argument(
+        '--ensemble-repeats',
+        type=int,
+        default=5,
         help='rounds per B in part (a): x10 up to B=512, /2 above B=1024')
     parser.add_argument('--step-repeats', type=int, default=5)
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--image-size', type=int, default=224)
-    parser.add_argument('--amp', action='store_true',
-                        help='autocast (fp16 on CUDA, bf16 on CPU)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='autocast (fp16 on CUDA, bf16 on CPU)')
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument(
-        '--simulate-ranks', type=int, default=1,
+        '--simulate-ranks',
+        type=int,
+        default=1,
         help='part (b): BAKE ensembles over this many ranks\' batches, the '
         'other ranks\' rows simulated on this device (default 1: local)')
     parser.add_argument(
-        '--goals', type=float, nargs=2, default=[1.0, 5.0],
+        '--goals',
+        type=float,
+        nargs=2,
+        default=[1.0, 5.0],
         metavar=('GRAPHS', 'EAGER'),
         help='part (b): paired step-overhead goals in percent, CUDA graphs '
         'on and off, printed as verdict lines (default 1 5)')
@@ -311,13 +361,16 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
-    machine = (torch.cuda.get_device_name(device) if device.type == 'cuda'
-               else f'{platform.processor() or platform.machine()}, '
-               f'{torch.get_num_threads()} threads')
+    machine = (
+        torch.cuda.get_device_name(device) if device.type == 'cuda' else
+        f'{platform.processor() or platform.machine()}, '
+        f'{torch.get_num_threads()} threads')
     print(f'torch {torch.__version__}, device {device} ({machine})')
-    result = dict(torch=torch.__version__, device=str(device),
-                  machine=machine,
-                  date=time.strftime('%Y-%m-%d'))
+    result = dict(
+        torch=torch.__version__,
+        device=str(device),
+        machine=machine,
+        date=time.strftime('%Y-%m-%d'))
     if not args.skip_ensemble:
         result['ensemble'] = bench_ensemble(args.sizes, device,
                                             args.ensemble_repeats)

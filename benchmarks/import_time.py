@@ -29,8 +29,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for _ in range(args.repeats):
-        out = subprocess.run([sys.executable, '-c', PROBE], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, '-c', PROBE],
+                             check=True,
+                             capture_output=True,
+                             text=True).stdout
         # The last line: importing mmbake logs its compatibility fixes.
         rows.append([float(x) for x in out.splitlines()[-1].split()])
     base_wall, base_cpu, add_wall, add_cpu = (

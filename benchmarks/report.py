@@ -28,7 +28,8 @@ METRICS = {
 }
 
 
-def mean_std(values: Sequence[float], decimals: int,
+def mean_std(values: Sequence[float],
+             decimals: int,
              signed: bool = False) -> str:
     """``'m +- s'`` with the sample standard deviation (one value: m)."""
     sign = '+' if signed else ''
@@ -58,15 +59,17 @@ class Report:
         self.study = results['declaration']
         self.runs = results['runs']
         self.arms = list(self.study['arms'])
-        self.groups = sorted({r['group'] for r in self.runs},
+        self.groups = sorted({r['group']
+                              for r in self.runs},
                              key=lambda g: (g is None, g))
-        self.metrics = [m for m in METRICS
-                        if all(m in r for r in self.runs)]
+        self.metrics = [m for m in METRICS if all(m in r for r in self.runs)]
 
     def cell(self, arm: str, group: object) -> Dict[int, dict]:
         """Seed -> run of one arm in one condition."""
-        return {r['seed']: r for r in self.runs
-                if r['arm'] == arm and r['group'] == group}
+        return {
+            r['seed']: r
+            for r in self.runs if r['arm'] == arm and r['group'] == group
+        }
 
     def paired(self, arm: str, base: str, group: object,
                metric: str) -> List[tuple]:
@@ -100,24 +103,33 @@ class Report:
     def arm_table(self, group: object) -> List[str]:
         heads = ['arm', 'seeds', 'epochs', 'iterations', 'images seen'] + \
             [METRICS[m][0] for m in self.metrics]
-        lines = ['| ' + ' | '.join(heads) + ' |',
-                 '|---|' + '---:|' * (len(heads) - 1)]
+        lines = [
+            '| ' + ' | '.join(heads) + ' |',
+            '|---|' + '---:|' * (len(heads) - 1)
+        ]
         for arm in self.arms:
             runs = list(self.cell(arm, group).values())
             if not runs:
                 continue
-            row = [arm, str(len(runs)), str(runs[0]['epochs']),
-                   f'{runs[0]["iterations"]:,}',
-                   f'{runs[0]["images_seen"]:,}']
-            row += [mean_std([r[m] for r in runs], METRICS[m][1])
-                    for m in self.metrics]
+            row = [
+                arm,
+                str(len(runs)),
+                str(runs[0]['epochs']), f'{runs[0]["iterations"]:,}',
+                f'{runs[0]["images_seen"]:,}'
+            ]
+            row += [
+                mean_std([r[m] for r in runs], METRICS[m][1])
+                for m in self.metrics
+            ]
             lines.append('| ' + ' | '.join(row) + ' |')
         return lines
 
     def diff_table(self, group: object) -> List[str]:
         heads = ['paired difference'] + [METRICS[m][0] for m in self.metrics]
-        lines = ['| ' + ' | '.join(heads) + ' |',
-                 '|---|' + '---:|' * len(self.metrics)]
+        lines = [
+            '| ' + ' | '.join(heads) + ' |',
+            '|---|' + '---:|' * len(self.metrics)
+        ]
         for arm, base in self.study['compare']:
             row = [f'{arm} - {base}']
             for metric in self.metrics:
@@ -125,54 +137,73 @@ class Report:
                 if not pairs:
                     row.append('')
                     continue
-                wins = sum(better(d, m, b, METRICS[metric][2])
-                           for _, d, m, b in pairs)
-                row.append(mean_std([d for _, d, _, _ in pairs],
-                                    METRICS[metric][1], signed=True) +
-                           f' (better in {wins} of {len(pairs)})')
+                wins = sum(
+                    better(d, m, b, METRICS[metric][2])
+                    for _, d, m, b in pairs)
+                row.append(
+                    mean_std([d for _, d, _, _ in pairs],
+                             METRICS[metric][1],
+                             signed=True) +
+                    f' (better in {wins} of {len(pairs)})')
             lines.append('| ' + ' | '.join(row) + ' |')
         return lines
 
     def seed_table(self, group: object) -> List[str]:
         arms = [a for a in self.arms if self.cell(a, group)]
         seeds = sorted({s for a in arms for s in self.cell(a, group)})
-        lines = ['| top-1 (%) by seed | ' + ' | '.join(arms) + ' |',
-                 '|---|' + '---:|' * len(arms)]
+        lines = [
+            '| top-1 (%) by seed | ' + ' | '.join(arms) + ' |',
+            '|---|' + '---:|' * len(arms)
+        ]
         for seed in seeds:
-            lines.append(f'| {seed} | ' + ' | '.join(
-                f'{self.cell(a, group)[seed]["top1"]:.2f}'
-                if seed in self.cell(a, group) else '' for a in arms) + ' |')
+            lines.append(f'| {seed} | ' +
+                         ' | '.join(f'{self.cell(a, group)[seed]["top1"]:.2f}'
+                                    if seed in self.cell(a, group) else ''
+                                    for a in arms) + ' |')
         return lines
 
     def plot(self, path: str) -> None:
         """Paired differences per condition: mean +- std and each seed."""
         metrics = [m for m in self.metrics if m != 'confidence_gap']
-        fig, axes = plt.subplots(1, len(metrics),
-                                 figsize=(4.6 * len(metrics), 3.8))
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=(4.6 * len(metrics), 3.8))
         axes = [axes] if len(metrics) == 1 else list(axes)
         pairs = self.study['compare']
         for ax, metric in zip(axes, metrics):
             for k, (arm, base) in enumerate(pairs):
                 offset = (k - (len(pairs) - 1) / 2) * 0.12
                 for x, group in enumerate(self.groups):
-                    diffs = [d for _, d, _, _ in self.paired(
-                        arm, base, group, metric)]
+                    diffs = [
+                        d
+                        for _, d, _, _ in self.paired(arm, base, group, metric)
+                    ]
                     if not diffs:
                         continue
                     std = statistics.stdev(diffs) if len(diffs) > 1 else 0
-                    ax.errorbar(x + offset, statistics.mean(diffs), std,
-                                fmt='o', color=f'C{k}', capsize=3,
-                                label=f'{arm} - {base}' if x == 0 else None)
-                    ax.scatter([x + offset] * len(diffs), diffs, s=9,
-                               color=f'C{k}', alpha=0.4)
+                    ax.errorbar(
+                        x + offset,
+                        statistics.mean(diffs),
+                        std,
+                        fmt='o',
+                        color=f'C{k}',
+                        capsize=3,
+                        label=f'{arm} - {base}' if x == 0 else None)
+                    ax.scatter(
+                        [x + offset] * len(diffs),
+                        diffs,
+                        s=9,
+                        color=f'C{k}',
+                        alpha=0.4)
             ax.axhline(0.0, color='0.5', lw=0.8)
             ax.set_xticks(range(len(self.groups)))
-            ax.set_xticklabels(['' if g is None else f'{g:,}' if isinstance(
-                g, int) else str(g) for g in self.groups])
+            ax.set_xticklabels([
+                '' if g is None else f'{g:,}' if isinstance(g, int) else str(g)
+                for g in self.groups
+            ])
             if self.groups != [None]:
                 ax.set_xlabel(self.study.get('group_label', 'condition'))
-            ax.set_title(f'paired difference, {METRICS[metric][0]}',
-                         fontsize=10)
+            ax.set_title(
+                f'paired difference, {METRICS[metric][0]}', fontsize=10)
         axes[0].legend(fontsize=7)
         fig.suptitle(self.study['name'], fontsize=10)
         fig.tight_layout()
@@ -183,8 +214,8 @@ class Report:
         """Accuracy against confidence per bin; False if no scores."""
         if not all('reliability' in r for r in self.runs):
             return False
-        fig, axes = plt.subplots(1, len(self.groups),
-                                 figsize=(3.8 * len(self.groups), 3.9))
+        fig, axes = plt.subplots(
+            1, len(self.groups), figsize=(3.8 * len(self.groups), 3.9))
         axes = [axes] if len(self.groups) == 1 else list(axes)
         for ax, group in zip(axes, self.groups):
             ax.plot([0, 1], [0, 1], '--', color='0.6', lw=0.8)
@@ -192,16 +223,23 @@ class Report:
                 runs = list(self.cell(arm, group).values())
                 if not runs:
                     continue
-                sums = {key: [sum(v) for v in zip(
-                    *[r['reliability'][key] for r in runs])]
-                    for key in ('count', 'confidence', 'correct')}
+                sums = {
+                    key: [
+                        sum(v)
+                        for v in zip(*[r['reliability'][key] for r in runs])
+                    ]
+                    for key in ('count', 'confidence', 'correct')
+                }
                 points = [(c / n, a / n) for n, c, a in zip(
                     sums['count'], sums['confidence'], sums['correct']) if n]
                 ax.plot(*zip(*points), 'o-', ms=3, color=f'C{k}', label=arm)
-            ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence',
-                   ylabel='accuracy')
-            ax.set_title('' if group is None else self.group_title(group),
-                         fontsize=10)
+            ax.set(
+                xlim=(0, 1),
+                ylim=(0, 1),
+                xlabel='confidence',
+                ylabel='accuracy')
+            ax.set_title(
+                '' if group is None else self.group_title(group), fontsize=10)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=110)

@@ -52,7 +52,8 @@ class LabelOnlyDataset:
         return self.labels
 
 
-def imagenet_like_labels(num_images: int, num_classes: int,
+def imagenet_like_labels(num_images: int,
+                         num_classes: int,
                          seed: int = 0) -> np.ndarray:
     """Shuffled labels with ImageNet-1k's shape of class sizes.
 
@@ -225,8 +226,9 @@ def main() -> None:
           f'{(traced_peak - traced_plain) / 2**20:.1f} MB on top of it); '
           f'peak RSS growth over all timed runs '
           f'{rss_after - rss_before:.1f} MB')
-    ok = (ours_total <= 0.5 and naive_total / ours_total >= 50
-          and traced_peak / 2**20 < 200)
+    ok = (
+        ours_total <= 0.5 and naive_total / ours_total >= 50
+        and traced_peak / 2**20 < 200)
     print('targets (<= 0.5 s build + epoch, >= 50x, < 200 MB): ' +
           ('met' if ok else 'NOT met'))
 

@@ -50,9 +50,12 @@ from typing import List, Optional
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CODE_PATHS = ('configs', 'mmbake', 'tools', 'benchmarks/configs')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-METRICS = {'accuracy/top1': 'top1', 'calibration/nll': 'nll',
-           'calibration/ece': 'ece',
-           'calibration/confidence_gap': 'confidence_gap'}
+METRICS = {
+    'accuracy/top1': 'top1',
+    'calibration/nll': 'nll',
+    'calibration/ece': 'ece',
+    'calibration/confidence_gap': 'confidence_gap'
+}
 RUN_KEYS = ('arm', 'seed', 'group', 'epochs', 'iterations', 'options')
 
 
@@ -110,8 +113,8 @@ def code_digest(root: str = REPO_ROOT) -> str:
     digest = hashlib.sha256()
     for rel in CODE_PATHS:
         for folder, dirs, names in os.walk(osp.join(root, rel)):
-            dirs[:] = sorted(d for d in dirs if d not in ('__pycache__',
-                                                          '.mim'))
+            dirs[:] = sorted(
+                d for d in dirs if d not in ('__pycache__', '.mim'))
             for name in sorted(n for n in names if not n.endswith('.pyc')):
                 path = osp.join(folder, name)
                 digest.update(osp.relpath(path, root).encode())
@@ -122,23 +125,30 @@ def code_digest(root: str = REPO_ROOT) -> str:
 
 def code_state() -> dict:
     """The commit, whether the code paths differ from it, and the digest."""
+
     def git(*args: str) -> str:
-        return subprocess.run(['git', *args], cwd=REPO_ROOT, text=True,
+        return subprocess.run(['git', *args],
+                              cwd=REPO_ROOT,
+                              text=True,
                               capture_output=True).stdout.strip()
 
-    return dict(commit=git('rev-parse', 'HEAD') or None,
-                uncommitted=git('status', '--porcelain', '--',
-                                *CODE_PATHS).splitlines(),
-                digest=code_digest())
+    return dict(
+        commit=git('rev-parse', 'HEAD') or None,
+        uncommitted=git('status', '--porcelain', '--',
+                        *CODE_PATHS).splitlines(),
+        digest=code_digest())
 
 
 def machine() -> dict:
     """CPU count, processor, platform, Python, torch and GPU of this host."""
     import torch
-    return dict(cpus=os.cpu_count(), processor=platform.processor(),
-                platform=platform.platform(),
-                python=platform.python_version(), torch=torch.__version__,
-                gpu=torch.cuda.is_available() and torch.cuda.get_device_name())
+    return dict(
+        cpus=os.cpu_count(),
+        processor=platform.processor(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        gpu=torch.cuda.is_available() and torch.cuda.get_device_name())
 
 
 def save(path: str, data: dict) -> None:
@@ -156,13 +166,14 @@ def open_results(study: dict, path: str) -> dict:
             were made with other code than the working tree holds now.
     """
     if not osp.isfile(path):
-        return dict(declaration=study, code=code_state(), machine=machine(),
-                    runs=[])
+        return dict(
+            declaration=study, code=code_state(), machine=machine(), runs=[])
     with open(path, encoding='utf-8') as f:
         results = json.load(f)
     if results['declaration'] != study:
-        changed = sorted(k for k in set(study) | set(results['declaration'])
-                         if study.get(k) != results['declaration'].get(k))
+        changed = sorted(
+            k for k in set(study) | set(results['declaration'])
+            if study.get(k) != results['declaration'].get(k))
         raise ValueError(f'{path} was declared differently (keys {changed} '
                          'differ); a declaration never changes: declare a '
                          'new study under another name')
@@ -208,13 +219,15 @@ def verify(ckpt_path: str, run: dict, options: List[str]) -> dict:
     """
     import torch
     from mmengine.config import Config
-    meta = torch.load(ckpt_path, map_location='cpu',
-                      weights_only=False)['meta']
+    meta = torch.load(
+        ckpt_path, map_location='cpu', weights_only=False)['meta']
     cfg = Config.fromstring(meta['cfg'], '.py').to_dict()
-    found = dict(epochs=meta['epoch'], iterations=meta['iter'],
-                 seed=meta['seed'])
-    wrong = [f'{k} {found[k]} (declared {run[k]})' for k in found
-             if found[k] != run[k]]
+    found = dict(
+        epochs=meta['epoch'], iterations=meta['iter'], seed=meta['seed'])
+    wrong = [
+        f'{k} {found[k]} (declared {run[k]})' for k in found
+        if found[k] != run[k]
+    ]
     for option in options:
         parts, value = parse_option(option)
         try:
@@ -224,11 +237,13 @@ def verify(ckpt_path: str, run: dict, options: List[str]) -> dict:
         if json.dumps(trained) != json.dumps(value):
             wrong.append(f'{".".join(parts)}={trained!r} (declared {value!r})')
     if wrong:
-        raise RuntimeError(f'{run_name(run)} did not train as declared: '
-                           + '; '.join(wrong))
+        raise RuntimeError(f'{run_name(run)} did not train as declared: ' +
+                           '; '.join(wrong))
     batch = cfg['train_dataloader']['batch_size']
-    return dict(epochs=found['epochs'], iterations=found['iterations'],
-                images_seen=found['iterations'] * batch)
+    return dict(
+        epochs=found['epochs'],
+        iterations=found['iterations'],
+        images_seen=found['iterations'] * batch)
 
 
 def final_metrics(work_dir: str, epochs: int) -> dict:
@@ -239,8 +254,10 @@ def final_metrics(work_dir: str, epochs: int) -> dict:
     last = [r for r in records if 'accuracy/top1' in r][-1:]
     if not last or last[0]['step'] != epochs:
         raise RuntimeError(f'no validation after epoch {epochs} in {paths}')
-    return {name: last[0][key] for key, name in METRICS.items()
-            if key in last[0]}
+    return {
+        name: last[0][key]
+        for key, name in METRICS.items() if key in last[0]
+    }
 
 
 def reliability(pickle_path: str, num_bins: int = 15) -> dict:
@@ -256,8 +273,12 @@ def reliability(pickle_path: str, num_bins: int = 15) -> dict:
     confidence, top1 = scores.max(dim=1)
     correct = (top1 == labels).numpy()
     bins = reliability_bins(confidence.numpy(), correct, num_bins)
-    return dict(top1=100.0 * float(np.mean(correct)),
-                bins={k: v.tolist() for k, v in bins.items()})
+    return dict(
+        top1=100.0 * float(np.mean(correct)),
+        bins={
+            k: v.tolist()
+            for k, v in bins.items()
+        })
 
 
 class Study:
@@ -283,12 +304,16 @@ class Study:
                 [f'randomness.seed={run["seed"]}'])
 
     def command(self, tool: str, run: dict, *args: str) -> List[str]:
-        data = [f'{loader}.dataset.data_root={self.args.data_root}'
-                for loader in LOADERS] if self.args.data_root else []
-        config = osp.join(REPO_ROOT,
-                          self.study['arms'][run['arm']]['config'])
-        return [sys.executable, osp.join(REPO_ROOT, 'tools', tool), config,
-                *args, '--cfg-options', *self.options(run), *data]
+        data = [
+            f'{loader}.dataset.data_root={self.args.data_root}'
+            for loader in LOADERS
+        ] if self.args.data_root else []
+        config = osp.join(REPO_ROOT, self.study['arms'][run['arm']]['config'])
+        return [
+            sys.executable,
+            osp.join(REPO_ROOT, 'tools', tool), config, *args, '--cfg-options',
+            *self.options(run), *data
+        ]
 
     def say(self, message: str) -> None:
         with self.lock:
@@ -299,12 +324,18 @@ class Study:
         # This clone's mmbake first, whichever one is installed.
         path = os.pathsep.join(
             p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p)
-        env = dict(os.environ, PYTHONPATH=path,
-                   OMP_NUM_THREADS=str(self.args.threads),
-                   MKL_NUM_THREADS=str(self.args.threads))
+        env = dict(
+            os.environ,
+            PYTHONPATH=path,
+            OMP_NUM_THREADS=str(self.args.threads),
+            MKL_NUM_THREADS=str(self.args.threads))
         with open(log_path, 'a', encoding='utf-8') as log:
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT)
             _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
@@ -326,34 +357,40 @@ class Study:
                 self.command('train.py', run, '--work-dir', work_dir),
                 log_path)
             seconds = time.perf_counter() - start
-            record = dict(key=run_key(run), name=name, arm=run['arm'],
-                          group=run['group'], seed=run['seed'],
-                          **final_metrics(work_dir, run['epochs']))
+            record = dict(
+                key=run_key(run),
+                name=name,
+                arm=run['arm'],
+                group=run['group'],
+                seed=run['seed'],
+                **final_metrics(work_dir, run['epochs']))
             ckpt = osp.join(work_dir, f'epoch_{run["epochs"]}.pth')
             record.update(verify(ckpt, run, self.options(run)))
             if self.study.get('record_scores'):
                 scores = osp.join(work_dir, 'scores.pkl')
-                self.execute(self.command('test.py', run, ckpt, '--out',
-                                          scores), log_path)
+                self.execute(
+                    self.command('test.py', run, ckpt, '--out', scores),
+                    log_path)
                 rel = reliability(scores)
                 if abs(rel['top1'] - record['top1']) > 0.02:
                     raise RuntimeError(f'{name}: the test tool gives top-1 '
                                        f'{rel["top1"]}, the training '
                                        f'{record["top1"]}')
                 record['reliability'] = rel['bins']
-            shutil.copy(glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json'))[0],
-                        osp.join(self.args.log_dir, f'{name}.json'))
+            shutil.copy(
+                glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0],
+                osp.join(self.args.log_dir, f'{name}.json'))
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
-        record.update(train_seconds=round(seconds, 1),
-                      cpu_seconds=round(cpu, 1))
+        record.update(
+            train_seconds=round(seconds, 1), cpu_seconds=round(cpu, 1))
         with self.lock:
             self.results['runs'].append(record)
             save(self.args.results, self.results)
-        self.say(f'done {name}: ' + ', '.join(
-            f'{k} {record[k]:.3f}' for k in METRICS.values() if k in record)
-            + f' ({record["iterations"]} iterations, {seconds:.0f} s)')
+        self.say(f'done {name}: ' +
+                 ', '.join(f'{k} {record[k]:.3f}'
+                           for k in METRICS.values() if k in record) +
+                 f' ({record["iterations"]} iterations, {seconds:.0f} s)')
 
     def run(self) -> int:
         """Run what is pending; return the number of failed runs."""
@@ -376,17 +413,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('study', help='declaration file (benchmarks/studies)')
-    parser.add_argument('--jobs', type=int, default=2,
-                        help='runs at the same time (default 2)')
-    parser.add_argument('--threads', type=int,
-                        help='torch threads per run (default cores // jobs)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=2,
+        help='runs at the same time (default 2)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='torch threads per run (default cores // jobs)')
     parser.add_argument('--data-root', help='data_root of the three loaders')
-    parser.add_argument('--results', help='default benchmarks/results/'
-                        '<name>.json')
-    parser.add_argument('--log-dir', help='default benchmarks/results/logs/'
-                        '<name>')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the pending training commands and exit')
+    parser.add_argument(
+        '--results', help='default benchmarks/results/'
+        '<name>.json')
+    parser.add_argument(
+        '--log-dir', help='default benchmarks/results/logs/'
+        '<name>')
+    parser.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='print the pending training commands and exit')
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error('--jobs and --threads must be >= 1')
@@ -404,16 +450,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     results_dir = osp.join(REPO_ROOT, 'benchmarks', 'results')
     args.results = args.results or osp.join(results_dir,
                                             f'{study["name"]}.json')
-    args.log_dir = args.log_dir or osp.join(results_dir, 'logs',
-                                            study['name'])
+    args.log_dir = args.log_dir or osp.join(results_dir, 'logs', study['name'])
     try:
         runner = Study(study, args)
     except ValueError as exc:
         raise SystemExit(f'error: {exc}')
     if args.dry_run:
         for run in runner.pending():
-            print(' '.join(runner.command('train.py', run, '--work-dir',
-                                          '<tmp>')))
+            print(' '.join(
+                runner.command('train.py', run, '--work-dir', '<tmp>')))
         return
     failures = runner.run()
     if failures:

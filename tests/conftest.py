@@ -145,8 +145,8 @@ def run_tool(tool_env) -> Callable[..., subprocess.CompletedProcess]:
     def run(cmd: Sequence[str],
             timeout: float = 300,
             cwd: Optional[str] = None,
-            env: Optional[Dict[str, str]] = None
-            ) -> subprocess.CompletedProcess:
+            env: Optional[Dict[str,
+                               str]] = None) -> subprocess.CompletedProcess:
         # A session of its own, so that a timeout also ends the workers
         # that torchrun started, not only torchrun.
         proc = subprocess.Popen(
@@ -166,7 +166,7 @@ def run_tool(tool_env) -> Callable[..., subprocess.CompletedProcess]:
             pytest.fail(f'{" ".join(cmd)} did not finish in {timeout} s '
                         f'(hang?); last output:\n{stdout[-2000:]}\n'
                         f'{stderr[-2000:]}')
-        return subprocess.CompletedProcess(proc.args, proc.returncode,
-                                           stdout, stderr)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
+                                           stderr)
 
     return run

@@ -25,11 +25,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, fn: Callable,
-            args: tuple, queue, backend: str) -> None:
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
-                      RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple,
+            queue, backend: str) -> None:
+    os.environ.update(
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank))
     try:
         if backend == 'nccl':
             torch.cuda.set_device(rank)
@@ -51,7 +54,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable,
         os._exit(0)
 
 
-def run_distributed(fn: Callable, world_size: int, *args,
+def run_distributed(fn: Callable,
+                    world_size: int,
+                    *args,
                     timeout: float = 120.0,
                     backend: str = 'gloo') -> List[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` ranks.
@@ -74,8 +79,9 @@ def run_distributed(fn: Callable, world_size: int, *args,
     queue = ctx.Queue()
     port = free_port()
     procs = [
-        ctx.Process(target=_worker,
-                    args=(rank, world_size, port, fn, args, queue, backend))
+        ctx.Process(
+            target=_worker,
+            args=(rank, world_size, port, fn, args, queue, backend))
         for rank in range(world_size)
     ]
     for proc in procs:
@@ -85,8 +91,8 @@ def run_distributed(fn: Callable, world_size: int, *args,
         for _ in range(world_size):
             rank, status, value = queue.get(timeout=timeout)
             if status == 'ok':
-                results[rank] = torch.load(io.BytesIO(value),
-                                           weights_only=True)
+                results[rank] = torch.load(
+                    io.BytesIO(value), weights_only=True)
             else:
                 errors.append(f'rank {rank}:\n{value}')
     except queue_module.Empty as exc:

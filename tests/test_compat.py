@@ -9,13 +9,13 @@ import sys
 import textwrap
 
 import mmengine.dist.utils as dist_utils
-import numpy as np
-import pytest
-import torch
 import mmengine.hooks.checkpoint_hook as checkpoint_hook
 import mmengine.runner as mmengine_runner
 import mmengine.runner.checkpoint as mmengine_checkpoint
 import mmengine.runner.runner as runner_module
+import numpy as np
+import pytest
+import torch
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.model import MMDistributedDataParallel
@@ -129,12 +129,10 @@ def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
 
 def patched_functions() -> tuple:
     """Every function that mmbake.compat wraps, as mmengine exposes it."""
-    return (dist_utils._init_dist_pytorch,
-            MMDistributedDataParallel.__init__,
+    return (dist_utils._init_dist_pytorch, MMDistributedDataParallel.__init__,
             mmengine_checkpoint.save_checkpoint,
             CheckpointHook._save_checkpoint_with_step,
-            AmpOptimWrapper.__init__,
-            Runner.load_checkpoint)
+            AmpOptimWrapper.__init__, Runner.load_checkpoint)
 
 
 def test_apply_is_idempotent():
@@ -357,16 +355,19 @@ def test_load_checkpoint_weights_only_refuses_code(tmp_path):
 def test_runner_drops_config_code_from_checkpoints(tmp_path):
     path = str(tmp_path / 'crafted.pth')
     marker = str(tmp_path / 'code_ran')
-    torch.save({
-        'meta': {'epoch': 1, 'iter': 1,
-                 'config': f'open({marker!r}, "w").close()\n'},
-        'state_dict': {},
-    }, path)
+    torch.save(
+        {
+            'meta': {
+                'epoch': 1,
+                'iter': 1,
+                'config': f'open({marker!r}, "w").close()\n'
+            },
+            'state_dict': {},
+        }, path)
     assert getattr(Runner.load_checkpoint, PATCH_MARK)
     # The wrapper around a loader that returns the file as it is (a real
     # Runner.resume is in tests/test_reliability/test_checkpoint_safety.py).
-    load = _drop_meta_config(
-        lambda runner, filename: torch.load(filename))
+    load = _drop_meta_config(lambda runner, filename: torch.load(filename))
     checkpoint = load(None, path)
     assert 'config' not in checkpoint['meta']
     assert checkpoint['meta']['epoch'] == 1
@@ -379,8 +380,9 @@ needs_cpu_only = pytest.mark.skipif(
 
 @needs_cpu_only
 def test_amp_optim_wrapper_autocasts_bfloat16_on_cpu():
-    from mmbake.models import BAKEHead
     from mmpretrain.structures import DataSample
+
+    from mmbake.models import BAKEHead
 
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         head = BAKEHead(num_classes=4, in_channels=8, global_ensemble=False)
@@ -457,8 +459,10 @@ def run_switch_probe(tmp_path, **env) -> subprocess.CompletedProcess:
     """Run :data:`SWITCH_PROBE` on a real training checkpoint."""
     path = str(tmp_path / 'epoch_1.pth')
     write_training_checkpoint(path)
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ('MMBAKE_COMPAT', 'RANK')}
+    environ = {
+        k: v
+        for k, v in os.environ.items() if k not in ('MMBAKE_COMPAT', 'RANK')
+    }
     environ.update(env)
     return subprocess.run([sys.executable, '-c', SWITCH_PROBE, path],
                           env=environ,
@@ -513,8 +517,8 @@ def test_only_rank_0_logs_the_fixes(tmp_path):
 
 def test_switch_refuses_an_unknown_value(monkeypatch):
     monkeypatch.setenv('MMBAKE_COMPAT', 'maybe')
-    with pytest.raises(ValueError,
-                       match="MMBAKE_COMPAT must be 1 .* or 0 .*'maybe'"):
+    with pytest.raises(
+            ValueError, match="MMBAKE_COMPAT must be 1 .* or 0 .*'maybe'"):
         compat.enabled()
     # 0 and 1 are the one spelling; look-alikes are refused too.
     for value in ('off', 'False', 'true', '', ' 0'):

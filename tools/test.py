@@ -11,14 +11,13 @@ distributed processes leave through ``os._exit``.
 import argparse
 from typing import List, Optional
 
-from mmengine.config import Config
-
 # tools/mmbake_tools, found beside this script.
 from mmbake_tools.cli import (apply_cfg_options, errors_as_one_line,
                               gather_in_work_dir, leave, load_config,
                               new_parser, new_runner, parse_checked, say)
 from mmbake_tools.data_checks import (check_data_paths, check_labels_fit,
                                       reading_data)
+from mmengine.config import Config
 
 LOADERS = ('test_dataloader', )
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
@@ -81,10 +80,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     # Registers the BAKE types and applies mmbake.compat, also for configs
     # without custom_imports.
-    import mmbake  # noqa: F401
     import mmengine
     from mmengine.evaluator import DumpResults
 
+    import mmbake  # noqa: F401
     from mmbake.compat import load_checkpoint_weights_only
 
     cfg = merge_args(args)

@@ -19,14 +19,13 @@ import os.path as osp
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
-from mmengine.config import Config
-
 # tools/mmbake_tools, found beside this script.
 from mmbake_tools.cli import (apply_cfg_options, errors_as_one_line,
                               gather_in_work_dir, leave, load_config,
                               new_parser, new_runner, parse_checked, say)
 from mmbake_tools.data_checks import (check_data_paths, check_labels_fit,
                                       reading_data)
+from mmengine.config import Config
 
 if TYPE_CHECKING:
     from mmengine.runner import Runner

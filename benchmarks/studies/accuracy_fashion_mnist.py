@@ -8,14 +8,17 @@ retraining.
 VANILLA = 'configs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist.py'
 EPOCHS = 20
 OPTIONS = [
-    f'train_cfg.max_epochs={EPOCHS}', f'train_cfg.val_interval={EPOCHS}',
+    f'train_cfg.max_epochs={EPOCHS}',
+    f'train_cfg.val_interval={EPOCHS}',
     # The cosine phase ends where training does.
     f'param_scheduler.1.end={EPOCHS}',
-    'train_dataloader.dataset.indices=9984', 'train_dataloader.batch_size=64',
+    'train_dataloader.dataset.indices=9984',
+    'train_dataloader.batch_size=64',
     f'default_hooks.checkpoint.interval={EPOCHS}'
-] + [f'{loader}_dataloader.{key}'
-     for loader in ('train', 'val', 'test')
-     for key in ('num_workers=0', 'persistent_workers=False')]
+] + [
+    f'{loader}_dataloader.{key}' for loader in ('train', 'val', 'test')
+    for key in ('num_workers=0', 'persistent_workers=False')
+]
 
 STUDY = dict(
     name='accuracy_fashion_mnist',
@@ -31,14 +34,23 @@ STUDY = dict(
         vanilla=dict(config=VANILLA, options=[]),
         label_smoothing=dict(
             config=VANILLA,
-            options=['model.head.loss.type=LabelSmoothLoss',
-                     'model.head.loss.label_smooth_val=0.1']),
-        bake=dict(config='configs/bake/resnet18_1xb64_fashion-mnist.py',
-                  options=[])),
-    runs=[dict(arm=arm, seed=seed, group=None, epochs=EPOCHS,
-               iterations=3120, options=OPTIONS)
-          for seed in range(5)
-          for arm in ('vanilla', 'label_smoothing', 'bake')],
+            options=[
+                'model.head.loss.type=LabelSmoothLoss',
+                'model.head.loss.label_smooth_val=0.1'
+            ]),
+        bake=dict(
+            config='configs/bake/resnet18_1xb64_fashion-mnist.py',
+            options=[])),
+    runs=[
+        dict(
+            arm=arm,
+            seed=seed,
+            group=None,
+            epochs=EPOCHS,
+            iterations=3120,
+            options=OPTIONS) for seed in range(5)
+        for arm in ('vanilla', 'label_smoothing', 'bake')
+    ],
     compare=[['bake', 'vanilla'], ['bake', 'label_smoothing'],
              ['label_smoothing', 'vanilla']],
 )

@@ -12,19 +12,27 @@ CONFIG = 'benchmarks/configs/resnet18_1xb128-multistep_fashion-mnist.py'
 BATCH_SIZE, ITERATIONS = 128, 1024
 TRAIN_IMAGES = (1024, 8192, 32768)
 SEEDS = (0, 1, 2)
-BAKE = ['model.head.type=BAKEHead', 'model.head.omega=0.5',
-        'model.head.temperature=4.0', 'model.head.bake_weight=1.0',
-        'train_dataloader.batch_sampler.type=ClassAwareBatchSampler']
+BAKE = [
+    'model.head.type=BAKEHead', 'model.head.omega=0.5',
+    'model.head.temperature=4.0', 'model.head.bake_weight=1.0',
+    'train_dataloader.batch_sampler.type=ClassAwareBatchSampler'
+]
 ARMS = {
     'ce': [],
-    'ls': ['model.head.loss.type=LabelSmoothLoss',
-           'model.head.loss.label_smooth_val=0.1'],
-    'bake_default': BAKE + [
+    'ls': [
+        'model.head.loss.type=LabelSmoothLoss',
+        'model.head.loss.label_smooth_val=0.1'
+    ],
+    'bake_default':
+    BAKE + [
         'train_dataloader.batch_sampler.num_instances=2',
-        'train_dataloader.batch_sampler.epoch_mode=images'],
-    'bake_authors': BAKE + [
+        'train_dataloader.batch_sampler.epoch_mode=images'
+    ],
+    'bake_authors':
+    BAKE + [
         'train_dataloader.batch_sampler.num_instances=4',
-        'train_dataloader.batch_sampler.epoch_mode=anchors'],
+        'train_dataloader.batch_sampler.epoch_mode=anchors'
+    ],
 }
 
 
@@ -37,11 +45,13 @@ def epochs(arm: str, train_images: int) -> int:
 
 def run_options(arm: str, train_images: int) -> list:
     num = epochs(arm, train_images)
-    return [f'train_dataloader.dataset.indices={train_images}',
-            f'train_cfg.max_epochs={num}', f'train_cfg.val_interval={num}',
-            f'default_hooks.checkpoint.interval={num}',
-            f'param_scheduler.0.milestones=[{ITERATIONS // 2},'
-            f'{ITERATIONS * 3 // 4}]']
+    return [
+        f'train_dataloader.dataset.indices={train_images}',
+        f'train_cfg.max_epochs={num}', f'train_cfg.val_interval={num}',
+        f'default_hooks.checkpoint.interval={num}',
+        f'param_scheduler.0.milestones=[{ITERATIONS // 2},'
+        f'{ITERATIONS * 3 // 4}]'
+    ]
 
 
 STUDY = dict(
@@ -63,11 +73,20 @@ STUDY = dict(
     'smoothing 0.1; declared before any run, nothing changed after seeing '
     'results; 3 seeds on the CPU (0-4 where a GPU is at hand)',
     record_scores=True,
-    arms={arm: dict(config=CONFIG, options=opts)
-          for arm, opts in ARMS.items()},
-    runs=[dict(arm=arm, seed=seed, group=n, epochs=epochs(arm, n),
-               iterations=ITERATIONS, options=run_options(arm, n))
-          for seed in SEEDS for n in TRAIN_IMAGES for arm in ARMS],
+    arms={
+        arm: dict(config=CONFIG, options=opts)
+        for arm, opts in ARMS.items()
+    },
+    runs=[
+        dict(
+            arm=arm,
+            seed=seed,
+            group=n,
+            epochs=epochs(arm, n),
+            iterations=ITERATIONS,
+            options=run_options(arm, n)) for seed in SEEDS
+        for n in TRAIN_IMAGES for arm in ARMS
+    ],
     compare=[['bake_default', 'ce'], ['bake_authors', 'ce'],
              ['bake_default', 'ls'], ['bake_authors', 'ls'], ['ls', 'ce']],
     group_label='training images N',

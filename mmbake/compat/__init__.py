@@ -57,9 +57,8 @@ __all__ = [
     'checkpoint_safe_globals', 'history_buffer_getattr',
     'load_checkpoint_weights_only', 'weights_only_is_default', 'cpu_only',
     'cpu_module_with_device_ids', 'patch_cpu_dist_init',
-    'patch_cpu_ddp_device_ids', 'patch_atomic_checkpoints',
-    'write_atomically', 'patch_cpu_amp_optim_wrapper',
-    'patch_resume_config_exec'
+    'patch_cpu_ddp_device_ids', 'patch_atomic_checkpoints', 'write_atomically',
+    'patch_cpu_amp_optim_wrapper', 'patch_resume_config_exec'
 ]
 
 # The one switch: MMBAKE_COMPAT=0 leaves mmengine as it is installed.

@@ -10,7 +10,6 @@ import torch
 from ..utils import write_atomically
 from ._common import PATCH_MARK, install, mark
 
-
 # Name of mmengine's pointer file to the latest checkpoint of a work dir.
 _POINTER_NAME = 'last_checkpoint'
 

@@ -134,9 +134,9 @@ def _allowed_for_this_load() -> contextlib.AbstractContextManager:
     only the entries not registered already.
     """
     registered = set(torch.serialization.get_safe_globals())
-    return torch.serialization.safe_globals(
-        [entry for entry in checkpoint_safe_globals()
-         if entry not in registered])
+    return torch.serialization.safe_globals([
+        entry for entry in checkpoint_safe_globals() if entry not in registered
+    ])
 
 
 def checkpoint_is_truncated(path: str) -> bool:
@@ -203,9 +203,10 @@ def load_checkpoint_weights_only(path: str) -> Dict[str, Any]:
         # torch's message first suggests weights_only=False; keep only the
         # line that names what was refused.
         lines = [line.strip() for line in str(err).splitlines()]
-        reason = next((line for line in lines if 'unsupported' in
-                       line.lower() or 'WeightsUnpickler' in line),
-                      lines[0] if lines else '')
+        reason = next(
+            (line for line in lines
+             if 'unsupported' in line.lower() or 'WeightsUnpickler' in line),
+            lines[0] if lines else '')
         raise ValueError(
             f'{path} holds objects that torch.load(weights_only=True) '
             'refuses, so it is not read (allowed: tensors, plain data and '

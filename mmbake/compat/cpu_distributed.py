@@ -123,5 +123,4 @@ def patch_cpu_ddp_device_ids() -> bool:
     """
     from mmengine.model import MMDistributedDataParallel
 
-    return install(MMDistributedDataParallel, '__init__',
-                   _drop_cpu_device_ids)
+    return install(MMDistributedDataParallel, '__init__', _drop_cpu_device_ids)

@@ -12,8 +12,7 @@ def _drop_meta_config(original: Callable) -> Callable:
     @functools.wraps(original)
     def load_checkpoint(self, filename: str, *args, **kwargs) -> Any:
         checkpoint = original(self, filename, *args, **kwargs)
-        meta = checkpoint.get('meta') if isinstance(checkpoint,
-                                                    dict) else None
+        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
         if isinstance(meta, dict) and 'config' in meta:
             meta.pop('config')
             from mmengine.logging import print_log

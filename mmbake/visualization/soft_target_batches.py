@@ -92,11 +92,11 @@ def build_class_aware_batches(cfg,
 
 
 @torch.no_grad()
-def predict_soft_targets(model: torch.nn.Module,
-                         data_batch: dict,
-                         omega: Optional[float] = None,
-                         temperature: Optional[float] = None
-                         ) -> Dict[str, torch.Tensor]:
+def predict_soft_targets(
+        model: torch.nn.Module,
+        data_batch: dict,
+        omega: Optional[float] = None,
+        temperature: Optional[float] = None) -> Dict[str, torch.Tensor]:
     """The model's own softened predictions and BAKE's ensembled targets.
 
     The model runs in eval mode (restored afterwards) on the whole batch;

@@ -75,8 +75,7 @@ def draw_soft_targets(images: Sequence[torch.Tensor],
     ncols = max(1, min(ncols, num))
     nrows = (num + ncols - 1) // ncols
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(1.75 * ncols, 3.1 * nrows + 0.5),
-        squeeze=False)
+        nrows, ncols, figsize=(1.75 * ncols, 3.1 * nrows + 0.5), squeeze=False)
     temperature = result['temperature']
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -149,18 +148,17 @@ def visualize_batches(model: torch.nn.Module,
     for i, batch in enumerate(batches['batches']):
         result = predict_soft_targets(model, batch, omega, temperature)
         batch_title = f'{title}, batch {i}' if title else f'batch {i}'
-        stats = soft_target_stats(result) if len(
-            batch['inputs']) > 1 else {}
+        stats = soft_target_stats(result) if len(batch['inputs']) > 1 else {}
         path = draw_soft_targets(
-                batch['inputs'],
-                result,
-                batches['classes'],
-                f'{out_prefix}_batch{i}.png',
-                max_images=max_images,
-                ncols=ncols,
-                topk=topk,
-                num_instances=batches['num_instances'],
-                bgr=bgr,
-                title=batch_title)
+            batch['inputs'],
+            result,
+            batches['classes'],
+            f'{out_prefix}_batch{i}.png',
+            max_images=max_images,
+            ncols=ncols,
+            topk=topk,
+            num_instances=batches['num_instances'],
+            bgr=bgr,
+            title=batch_title)
         outputs.append(dict(path=path, **stats))
     return outputs

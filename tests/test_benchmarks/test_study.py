@@ -22,8 +22,10 @@ def test_the_budget_map_as_declared():
     declared = study.load_study(MAP)
     runs = declared['runs']
     assert len(runs) == 3 * 4 * 3
-    assert {(r['group'], r['seed']) for r in runs} == {
-        (n, s) for n in (1024, 8192, 32768) for s in (0, 1, 2)}
+    assert {(r['group'], r['seed'])
+            for r in runs} == {(n, s)
+                               for n in (1024, 8192, 32768)
+                               for s in (0, 1, 2)}
     # Every run: 1,024 iterations of 128 images.
     per_epoch = {'ce': 1, 'ls': 1, 'bake_default': 1, 'bake_authors': 4}
     for run in runs:
@@ -72,33 +74,42 @@ def test_the_old_studies_reproduced_from_their_json(name, rows, tmp_path):
 
 def a_checkpoint(path, options, epoch=4, iteration=8, seed=0):
     """A file as the runner saves it: meta with counters and config."""
-    cfg = Config.fromfile(osp.join(
-        REPO_ROOT, 'benchmarks/configs/resnet18_1xb128-multistep_'
-        'fashion-mnist.py'))
-    cfg.merge_from_dict({'.'.join(key): value for key, value in
-                         map(study.parse_option, options)})
-    torch.save(dict(meta=dict(epoch=epoch, iter=iteration, seed=seed,
-                              cfg=cfg.pretty_text)), path)
+    cfg = Config.fromfile(
+        osp.join(
+            REPO_ROOT, 'benchmarks/configs/resnet18_1xb128-multistep_'
+            'fashion-mnist.py'))
+    cfg.merge_from_dict({
+        '.'.join(key): value
+        for key, value in map(study.parse_option, options)
+    })
+    torch.save(
+        dict(
+            meta=dict(
+                epoch=epoch, iter=iteration, seed=seed, cfg=cfg.pretty_text)),
+        path)
     return path
 
 
 def test_verify_reads_the_checkpoint(tmp_path):
-    options = ['train_dataloader.dataset.indices=32',
-               'param_scheduler.0.milestones=[4,6]',
-               'model.head.type=BAKEHead']
-    run = dict(arm='a', group=None, seed=0, epochs=4, iterations=8,
-               options=options)
+    options = [
+        'train_dataloader.dataset.indices=32',
+        'param_scheduler.0.milestones=[4,6]', 'model.head.type=BAKEHead'
+    ]
+    run = dict(
+        arm='a', group=None, seed=0, epochs=4, iterations=8, options=options)
     ckpt = a_checkpoint(str(tmp_path / 'epoch_4.pth'), options)
     assert study.verify(ckpt, run, options) == dict(
         epochs=4, iterations=8, images_seen=8 * 128)
     wrong = dict(run, iterations=16)
     with pytest.raises(RuntimeError, match=r'iterations 8 \(declared 16\)'):
         study.verify(ckpt, wrong, options)
-    with pytest.raises(RuntimeError,
-                       match=r"model.head.type='BAKEHead' \(declared "
-                       r"'LinearClsHead'\)"):
-        study.verify(ckpt, run, options[:2] + ['model.head.type='
-                                               'LinearClsHead'])
+    with pytest.raises(
+            RuntimeError,
+            match=r"model.head.type='BAKEHead' \(declared "
+            r"'LinearClsHead'\)"):
+        study.verify(ckpt, run,
+                     options[:2] + ['model.head.type='
+                                    'LinearClsHead'])
 
 
 SMOKE = '''
@@ -125,13 +136,15 @@ def declare(path, compare):
     return str(path)
 
 
-def test_smoke_study_of_every_arm(fashion_mnist_small_root, tmp_path,
-                                  capsys):
+def test_smoke_study_of_every_arm(fashion_mnist_small_root, tmp_path, capsys):
     compare = [['bake_default', 'ce'], ['bake_authors', 'ls']]
     decl = declare(tmp_path / 'smoke.py', compare)
     results = str(tmp_path / 'smoke.json')
-    argv = [decl, '--data-root', fashion_mnist_small_root, '--results',
-            results, '--log-dir', str(tmp_path / 'logs'), '--jobs', '2']
+    argv = [
+        decl, '--data-root', fashion_mnist_small_root, '--results', results,
+        '--log-dir',
+        str(tmp_path / 'logs'), '--jobs', '2'
+    ]
     study.main(argv)
     with open(results) as f:
         data = json.load(f)

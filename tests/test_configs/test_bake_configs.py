@@ -34,7 +34,8 @@ BAKE_ARGS = ('omega', 'temperature', 'bake_weight', 'global_ensemble',
 # batch sampler, SyncBN, the plugin import, the shared pieces of
 # configs/_base_/bake.py (and the work dir).
 ONLY_BAKE_CHANGES = {
-    'resnet50_8xb32_imagenet.py': 'mmpretrain::resnet/resnet50_8xb32_in1k.py',
+    'resnet50_8xb32_imagenet.py':
+    'mmpretrain::resnet/resnet50_8xb32_in1k.py',
     'resnet101_8xb32_imagenet.py':
     'mmpretrain::resnet/resnet101_8xb32_in1k.py',
     'resnet152_8xb32_imagenet.py':
@@ -129,8 +130,10 @@ def without_bake_part(cfg: Config) -> dict:
     # twins set separate work dirs).
     d.pop('work_dir', None)
     head = d['model']['head']
-    head['type'] = {v: k for k, v in BAKE_HEADS.items()}.get(
-        head['type'], head['type'])
+    head['type'] = {
+        v: k
+        for k, v in BAKE_HEADS.items()
+    }.get(head['type'], head['type'])
     for arg in BAKE_ARGS:
         head.pop(arg, None)
     d['train_dataloader'].pop('batch_sampler', None)
@@ -201,9 +204,8 @@ def test_authors_recipe_config():
     assert plain(cfg.optim_wrapper.optimizer) == dict(
         type='SGD', lr=0.4, momentum=0.9, weight_decay=5e-5, nesterov=True)
     assert cfg.train_cfg.max_epochs == 100
-    assert [s['type'] for s in cfg.param_scheduler] == [
-        'LinearLR', 'CosineAnnealingLR'
-    ]
+    assert [s['type']
+            for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
     assert cfg.param_scheduler[1]['T_max'] == 100
     assert cfg.auto_scale_lr.base_batch_size == 512
     assert cfg.sync_bn == 'torch'
@@ -280,8 +282,9 @@ def test_batch_sampler_builds_from_config(name, labels_only_dataset):
     assert isinstance(batch_sampler, ClassAwareBatchSampler)
     assert batch_sampler.sampler is sampler
 
-    per_batch = (cfg.batch_size if batch_sampler.epoch_mode == 'images' else
-                 cfg.batch_size // batch_sampler.num_instances)
+    per_batch = (
+        cfg.batch_size if batch_sampler.epoch_mode == 'images' else
+        cfg.batch_size // batch_sampler.num_instances)
     assert len(batch_sampler) == math.ceil(len(dataset) / per_batch)
     labels = dataset.get_gt_labels()
     batch = next(iter(batch_sampler))

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from mmengine.evaluator import Evaluator
-
-from mmbake.evaluation import Calibration, reliability_bins
 from mmpretrain.evaluation import Accuracy
 from mmpretrain.registry import METRICS
 from mmpretrain.structures import DataSample
+
+from mmbake.evaluation import Calibration, reliability_bins
 from tests.dist_utils import run_distributed
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -75,8 +75,8 @@ def test_calculate_by_hand(num_bins):
     out = Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
     assert out['nll'] == pytest.approx(NLL, abs=1e-6)
     assert out['nll'] == pytest.approx(
-        -(math.log(0.7) + math.log(0.6) + math.log(0.25) + math.log(0.35)) /
-        4, rel=1e-12)
+        -(math.log(0.7) + math.log(0.6) + math.log(0.25) + math.log(0.35)) / 4,
+        rel=1e-12)
     assert out['ece'] == pytest.approx(ECE[num_bins], abs=1e-9)
     assert out['confidence_gap'] == pytest.approx(GAP, abs=1e-9)
 
@@ -177,11 +177,15 @@ def test_bad_num_bins(num_bins):
 def test_bad_inputs():
     metric = Calibration()
     with pytest.raises(ValueError, match='pred_score'):
-        metric.process(None, [dict(pred_label=torch.tensor([0]),
-                                   gt_label=torch.tensor([0]))])
+        metric.process(
+            None,
+            [dict(pred_label=torch.tensor([0]), gt_label=torch.tensor([0]))])
     with pytest.raises(ValueError, match='one ground-truth label'):
-        metric.process(None, [dict(pred_score=torch.tensor([0.5, 0.5]),
-                                   gt_label=torch.tensor([0, 1]))])
+        metric.process(None, [
+            dict(
+                pred_score=torch.tensor([0.5, 0.5]),
+                gt_label=torch.tensor([0, 1]))
+        ])
     with pytest.raises(ValueError, match=r'gt_label must lie in \[0, 2\)'):
         Calibration.calculate([[0.5, 0.5]], [2])
     with pytest.raises(ValueError, match='shape'):
@@ -282,15 +286,14 @@ def test_in_a_config_with_the_runner(fashion_mnist_small_root, tmp_path):
         torch.set_num_threads(threads)
 
     assert len(labels) == 200
-    expected = _reference(torch.stack(scores).double(), torch.tensor(labels),
-                          15)
+    expected = _reference(
+        torch.stack(scores).double(), torch.tensor(labels), 15)
     assert metrics['calibration/nll'] == pytest.approx(
         expected['nll'], rel=1e-6)
     assert metrics['calibration/ece'] == pytest.approx(
         expected['ece'], abs=1e-6)
-    top1 = 100 * float(
-        (torch.stack(scores).argmax(1) == torch.tensor(labels)).double()
-        .mean())
+    top1 = 100 * float((torch.stack(scores).argmax(1)
+                        == torch.tensor(labels)).double().mean())
     assert metrics['accuracy/top1'] == pytest.approx(top1)
     # The validation after the epoch logged the same numbers (same model,
     # same images).

@@ -24,8 +24,8 @@ def test_cuda_ensemble_equals_cpu(num):
     logits = 3 * torch.randn(num, 100, generator=gen)
     on_gpu = knowledge_ensemble(feats.cuda(), logits.cuda())
     assert on_gpu.is_cuda and on_gpu.dtype == torch.float32
-    torch.testing.assert_close(on_gpu.cpu(), knowledge_ensemble(feats, logits),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        on_gpu.cpu(), knowledge_ensemble(feats, logits), atol=1e-5, rtol=1e-4)
 
 
 def test_fp16_autocast_gives_float32_targets():
@@ -41,16 +41,19 @@ def test_fp16_autocast_gives_float32_targets():
 def test_amp_fp16_training_step_of_a_classifier():
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
-    model = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='ResNet_CIFAR', depth=18),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='BAKEHead', num_classes=10, in_channels=512))).cuda()
+    model = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='ResNet_CIFAR', depth=18),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='BAKEHead', num_classes=10,
+                      in_channels=512))).cuda()
     optim = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler('cuda')
     images = torch.randn(32, 3, 32, 32, device='cuda')
-    samples = [DataSample().set_gt_label(i // 2 % 10).to('cuda')
-               for i in range(32)]
+    samples = [
+        DataSample().set_gt_label(i // 2 % 10).to('cuda') for i in range(32)
+    ]
     for _ in range(3):
         optim.zero_grad()
         with torch.autocast('cuda', dtype=torch.float16):
@@ -74,8 +77,10 @@ def test_nccl_single_gpu_process_group():
             knowledge_ensemble(feats, logits))
         head = BAKEHead(num_classes=10, in_channels=64).cuda()
         from mmpretrain.structures import DataSample
-        samples = [DataSample().set_gt_label(i // 2 % 10).to('cuda')
-                   for i in range(32)]
+        samples = [
+            DataSample().set_gt_label(i // 2 % 10).to('cuda')
+            for i in range(32)
+        ]
         losses = head.loss((feats, ), samples)
         assert torch.isfinite(losses['loss_bake'])
         dist.barrier()
@@ -87,8 +92,8 @@ def bake_head_pair(**kwargs):
     """Two BAKE heads with the same weights: CUDA graphs on and off."""
     torch.manual_seed(0)
     graphed = BAKEHead(num_classes=100, in_channels=256, **kwargs).cuda()
-    eager = BAKEHead(num_classes=100, in_channels=256, cuda_graph=False,
-                     **kwargs).cuda()
+    eager = BAKEHead(
+        num_classes=100, in_channels=256, cuda_graph=False, **kwargs).cuda()
     eager.load_state_dict(graphed.state_dict(), strict=True)
     return graphed, eager
 
@@ -99,8 +104,10 @@ def head_step(head, batches, amp):
     head.zero_grad(set_to_none=True)
     total, logged = 0, []
     for feats in batches:
-        samples = [DataSample().set_gt_label(i // 2 % 100).to('cuda')
-                   for i in range(feats.size(0))]
+        samples = [
+            DataSample().set_gt_label(i // 2 % 100).to('cuda')
+            for i in range(feats.size(0))
+        ]
         with torch.autocast('cuda', dtype=torch.float16, enabled=amp):
             losses = head.loss((feats, ), samples)
         logged.append(losses['loss_bake'].detach())
@@ -119,8 +126,10 @@ def test_cuda_graph_equals_eager(amp):
         # Two batch shapes, and two forward passes before one backward:
         # replays must not overwrite what an earlier pass returned.
         for sizes in ([32], [32], [20], [32, 32], [32]):
-            batches = [torch.randn(n, 256, device='cuda', generator=gen)
-                       for n in sizes]
+            batches = [
+                torch.randn(n, 256, device='cuda', generator=gen)
+                for n in sizes
+            ]
             loss, grad = head_step(graphed, batches, amp)
             ref_loss, ref_grad = head_step(eager, batches, amp)
             assert torch.isfinite(loss).all() and (loss > 0).all()
@@ -165,13 +174,11 @@ def test_a_graph_with_a_stale_input_is_caught_and_turned_off():
     from mmbake.models.utils.cuda_graphs import CUDAGraphs
     graphs = CUDAGraphs()
     holder = Holder(torch.tensor(2.0, device='cuda'))
-    first, second, third = (torch.randn(8, 4, device='cuda')
-                            for _ in range(3))
+    first, second, third = (torch.randn(8, 4, device='cuda') for _ in range(3))
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # first replay: right
-        torch.testing.assert_close(graphs(scaled, first, holder)[0],
-                                   2 * first)
+        torch.testing.assert_close(graphs(scaled, first, holder)[0], 2 * first)
     assert len(graphs) == 1
     old = holder.value  # kept alive: the graph still reads it
     holder.value = torch.tensor(3.0, device='cuda')
@@ -179,14 +186,14 @@ def test_a_graph_with_a_stale_input_is_caught_and_turned_off():
         out = graphs(scaled, second, holder)
     # Eager numbers from the check on, and eagerly from now on.
     torch.testing.assert_close(out[0], 3 * second, atol=0, rtol=0)
-    torch.testing.assert_close(graphs(scaled, third, holder)[0], 3 * third,
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        graphs(scaled, third, holder)[0], 3 * third, atol=0, rtol=0)
     assert len(graphs) == 0 and old.item() == 2.0
 
 
 def rank_feats(rank, size):
-    return torch.randn(size, 64, generator=torch.Generator().manual_seed(
-        100 * rank + size))
+    return torch.randn(
+        size, 64, generator=torch.Generator().manual_seed(100 * rank + size))
 
 
 # Equal sizes twice (replays), then unequal sizes across the two ranks.
@@ -197,19 +204,22 @@ def gathered_case(rank, world_size):
     """BAKE heads over a batch gathered from 2 ranks, CUDA graphs on and
     off: loss_bake, the classifier gradient and the targets of each."""
     import warnings
+
     from mmpretrain.structures import DataSample
     heads = {}
     for name, graph in (('graphed', True), ('eager', False)):
         torch.manual_seed(0)
-        heads[name] = BAKEHead(num_classes=50, in_channels=64,
-                               cuda_graph=graph).cuda()
+        heads[name] = BAKEHead(
+            num_classes=50, in_channels=64, cuda_graph=graph).cuda()
     steps = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         for sizes in GATHER_STEPS:
             feats = rank_feats(rank, sizes[rank]).cuda()
-            samples = [DataSample().set_gt_label(i // 2).to('cuda')
-                       for i in range(sizes[rank])]
+            samples = [
+                DataSample().set_gt_label(i // 2).to('cuda')
+                for i in range(sizes[rank])
+            ]
             step = {}
             for name, head in heads.items():
                 head.zero_grad()
@@ -217,13 +227,16 @@ def gathered_case(rank, world_size):
                 loss.backward()
                 with torch.no_grad():  # the targets the head trained on
                     targets = knowledge_ensemble(
-                        feats, head.fc(feats), global_ensemble=True,
+                        feats,
+                        head.fc(feats),
+                        global_ensemble=True,
                         cuda_graphs=head._graphs)
                 step[name] = (loss.detach().cpu(), head.fc.weight.grad.cpu(),
                               targets.cpu())
             steps.append(step)
-    failures = [str(w.message) for w in caught
-                if 'CUDAGraphs' in str(w.message)]
+    failures = [
+        str(w.message) for w in caught if 'CUDAGraphs' in str(w.message)
+    ]
     return steps, len(heads['graphed']._graphs), failures
 
 
@@ -238,7 +251,8 @@ def cpu_reference(rank, sizes):
     rows = slice(sum(sizes[:rank]), sum(sizes[:rank + 1]))
     logits = head.fc(feats[rows])
     loss = 16.0 * torch.nn.functional.kl_div(
-        torch.log_softmax(logits / 4.0, dim=1), targets[rows],
+        torch.log_softmax(logits / 4.0, dim=1),
+        targets[rows],
         reduction='batchmean')
     loss.backward()
     return loss.detach(), head.fc.weight.grad, targets[rows]

@@ -21,24 +21,23 @@ from .tool_runs import BAKE_CONFIG, TRAIN
 
 
 def test_amp_without_gpu_trains_with_finite_losses(tmp_path, run_tool,
-                                                   tool_env,
-                                                   tiny_cfg_options):
+                                                   tool_env, tiny_cfg_options):
     work_dir = str(tmp_path / 'work')
-    result = run_tool(
-        [sys.executable, TRAIN, BAKE_CONFIG, '--amp', '--work-dir', work_dir,
-         '--no-validate', '--cfg-options', *tiny_cfg_options,
-         'default_hooks.logger.interval=1'],
-        env=tool_env)  # no GPU visible: see conftest.py
+    result = run_tool([
+        sys.executable, TRAIN, BAKE_CONFIG, '--amp', '--work-dir', work_dir,
+        '--no-validate', '--cfg-options', *tiny_cfg_options,
+        'default_hooks.logger.interval=1'
+    ],
+                      env=tool_env)  # no GPU visible: see conftest.py
     assert result.returncode == 0, result.stderr[-3000:]
 
-    dumped = Config.fromfile(
-        osp.join(work_dir, osp.basename(BAKE_CONFIG)))
+    dumped = Config.fromfile(osp.join(work_dir, osp.basename(BAKE_CONFIG)))
     assert dumped.optim_wrapper.type == 'AmpOptimWrapper'
     assert dumped.optim_wrapper.dtype == 'bfloat16'
 
     logs = [
-        path for path in glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                            '*.json'))
+        path
+        for path in glob.glob(osp.join(work_dir, '*', 'vis_data', '*.json'))
         if not path.endswith('scalars.json')
     ]
     assert len(logs) == 1, logs

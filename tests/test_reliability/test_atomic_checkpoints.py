@@ -60,10 +60,10 @@ def test_kill_while_saving_leaves_a_resumable_work_dir(
     with open(pointer, 'w') as f:
         f.write(second)
 
-    refused = run_tool(
-        [sys.executable, TRAIN, config, '--work-dir', work, '--resume',
-         second],
-        timeout=RUN_TIMEOUT_S)
+    refused = run_tool([
+        sys.executable, TRAIN, config, '--work-dir', work, '--resume', second
+    ],
+                       timeout=RUN_TIMEOUT_S)
     assert refused.returncode == 2
     assert f'--resume checkpoint {second} is not complete' in refused.stderr
     assert 'Traceback' not in refused.stderr
@@ -91,10 +91,11 @@ def test_broken_pointer_without_checkpoints_is_a_clear_error(
     work.mkdir()
     missing = str(work / 'epoch_3.pth')
     (work / 'last_checkpoint').write_text(missing)
-    result = run_tool(
-        [sys.executable, TRAIN, BAKE_CONFIG, '--work-dir', str(work),
-         '--resume', '--cfg-options', *tiny_cfg_options],
-        timeout=120)
+    result = run_tool([
+        sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
+        str(work), '--resume', '--cfg-options', *tiny_cfg_options
+    ],
+                      timeout=120)
     assert result.returncode == 2
     assert (f"names {missing!r}, which is missing or incomplete, and {work} "
             'holds no other complete checkpoint; train without --resume to '

@@ -39,9 +39,9 @@ ERROR_CASES = {
                     ['temperature must be a float > 0, but got 0']),
     'bake_weight': (['model.head.bake_weight=-1'],
                     ['bake_weight must be a float >= 0, but got -1']),
-    'ensemble_group_size': (['model.head.ensemble_group_size=0'], [
-        'ensemble_group_size must be None or an int >= 1, but got 0'
-    ]),
+    'ensemble_group_size':
+    (['model.head.ensemble_group_size=0'],
+     ['ensemble_group_size must be None or an int >= 1, but got 0']),
     'unsupported-head': (['model.head.type=BAKEDeiTClsHead'], [
         'BAKE does not support DeiTClsHead',
         'Supported head types: BAKEHead, BAKEVisionTransformerClsHead, '
@@ -53,21 +53,20 @@ ERROR_CASES = {
                       ['BAKEHaed is not in the mmpretrain::model registry']),
     'num_instances': (['train_dataloader.batch_sampler.num_instances=0'],
                       ['num_instances must be an int >= 1, got 0']),
-    'batch_size-not-divisible': (['train_dataloader.batch_size=9'], [
-        'batch_size (9) must be divisible by num_instances (2)'
-    ]),
-    'epoch_mode': (['train_dataloader.batch_sampler.epoch_mode=epochs'], [
-        "epoch_mode must be one of ('images', 'anchors'), got 'epochs'"
-    ]),
+    'batch_size-not-divisible':
+    (['train_dataloader.batch_size=9'],
+     ['batch_size (9) must be divisible by num_instances (2)']),
+    'epoch_mode':
+    (['train_dataloader.batch_sampler.epoch_mode=epochs'],
+     ["epoch_mode must be one of ('images', 'anchors'), got 'epochs'"]),
     'multi-label-dataset': (['<multi_label>'], [
         'dataset MultiLabelDataset is multi-label',
         'ClassAwareBatchSampler needs a single-label dataset (one integer '
         'class index per sample)'
     ]),
-    'dataset-without-labels': (['<no_label>'], [
-        'has no label',
-        'ClassAwareBatchSampler needs a single-label dataset'
-    ]),
+    'dataset-without-labels':
+    (['<no_label>'],
+     ['has no label', 'ClassAwareBatchSampler needs a single-label dataset']),
     'resume-from-published-weights': (['<published>'], [
         "is not a training checkpoint of mmengine's runner (its meta has no "
         "'epoch'/'iter')", 'use --cfg-options load_from='
@@ -103,8 +102,10 @@ def assert_one_error_line(result, fragments) -> None:
     fragment."""
     assert result.returncode == 2, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines()
-              if line.startswith('error: ')]
+    errors = [
+        line for line in result.stderr.splitlines()
+        if line.startswith('error: ')
+    ]
     assert len(errors) == 1, result.stderr[-3000:]
     for fragment in fragments:
         assert fragment in errors[0]
@@ -121,21 +122,20 @@ def dataset_config(tmp_path, kind: str) -> str:
     else:
         dataset_type, labels = 'BaseDataset', [None] * 4
     data_list = [
-        dict(img_path=f'img{i}.png', **({} if label is None else
-                                        dict(gt_label=label)))
+        dict(
+            img_path=f'img{i}.png',
+            **({} if label is None else dict(gt_label=label)))
         for i, label in enumerate(labels)
     ]
     ann_file = tmp_path / f'{kind}.json'
     ann_file.write_text(
         json.dumps(
-            dict(metainfo=dict(classes=['a', 'b', 'c']),
-                 data_list=data_list)))
+            dict(metainfo=dict(classes=['a', 'b', 'c']), data_list=data_list)))
     config = tmp_path / f'bake_{kind}.py'
-    config.write_text(
-        f'_base_ = [{BAKE_CONFIG!r}]\n'
-        'train_dataloader = dict(dataset=dict(_delete_=True, '
-        f'type={dataset_type!r}, ann_file={str(ann_file)!r}, '
-        f'data_root={str(tmp_path)!r}))\n')
+    config.write_text(f'_base_ = [{BAKE_CONFIG!r}]\n'
+                      'train_dataloader = dict(dataset=dict(_delete_=True, '
+                      f'type={dataset_type!r}, ann_file={str(ann_file)!r}, '
+                      f'data_root={str(tmp_path)!r}))\n')
     return str(config)
 
 
@@ -147,8 +147,8 @@ def snapshot(folder: str) -> Dict[str, Tuple[str, int]]:
             path = osp.join(root, name)
             with open(path, 'rb') as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
-            files[osp.relpath(path, folder)] = (digest,
-                                                os.stat(path).st_mtime_ns)
+            files[osp.relpath(path,
+                              folder)] = (digest, os.stat(path).st_mtime_ns)
     return files
 
 
@@ -156,8 +156,7 @@ def existing_work_dir(path: str) -> str:
     """A work dir of an earlier run: a checkpoint, its pointer, a log."""
     os.makedirs(osp.join(path, '20260101_000000'))
     checkpoint = osp.join(path, 'epoch_1.pth')
-    torch.save({'meta': dict(epoch=1, iter=20), 'state_dict': {}},
-               checkpoint)
+    torch.save({'meta': dict(epoch=1, iter=20), 'state_dict': {}}, checkpoint)
     with open(osp.join(path, 'last_checkpoint'), 'w') as f:
         f.write(checkpoint)
     with open(osp.join(path, '20260101_000000', '20260101_000000.log'),
@@ -197,10 +196,11 @@ def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
     before = snapshot(work_dir)
 
     # No GPU is visible (conftest.py), so --amp means bfloat16 everywhere.
-    result = run_tool(
-        [sys.executable, TRAIN, config, '--work-dir', work_dir, *args,
-         '--cfg-options', *tiny_cfg_options, *options],
-        timeout=120)
+    result = run_tool([
+        sys.executable, TRAIN, config, '--work-dir', work_dir, *args,
+        '--cfg-options', *tiny_cfg_options, *options
+    ],
+                      timeout=120)
 
     assert_one_error_line(result, fragments)
     after = snapshot(work_dir)
@@ -209,8 +209,10 @@ def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
 
 
 # The other tools that read a dataset: the dataloader each one builds.
-TOOL_LOADERS = {'test': (TEST, 'test_dataloader'),
-                'visualize': (VISUALIZE, 'train_dataloader')}
+TOOL_LOADERS = {
+    'test': (TEST, 'test_dataloader'),
+    'visualize': (VISUALIZE, 'train_dataloader')
+}
 
 
 @pytest.mark.parametrize('tool', list(TOOL_LOADERS))
@@ -238,7 +240,8 @@ def test_data_errors_are_clear_in_every_tool(tool, case, tmp_path, run_tool,
     result = run_tool([
         sys.executable, script, BAKE_CONFIG, checkpoint, *args,
         '--cfg-options', *tiny_cfg_options, option
-    ], timeout=120)
+    ],
+                      timeout=120)
 
     assert_one_error_line(result, fragments)
 
@@ -261,8 +264,7 @@ def test_class_with_a_single_image_trains_with_a_warning(
     result = run_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
         str(tmp_path / 'work'), '--no-validate', '--cfg-options',
-        *tiny_cfg_options,
-        'train_dataloader.dataset.indices=[' +
+        *tiny_cfg_options, 'train_dataloader.dataset.indices=[' +
         ','.join(map(str, indices)) + ']'
     ])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -289,12 +291,13 @@ def test_bake_without_class_aware_batches_warns(tmp_path, run_tool,
 
 def test_debug_env_shows_the_traceback(tmp_path, run_tool, tool_env,
                                        tiny_cfg_options):
-    result = run_tool(
-        [sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
-         str(tmp_path / 'work'), '--cfg-options', *tiny_cfg_options,
-         'model.head.omega=1.0'],
-        timeout=120,
-        env=dict(tool_env, MMBAKE_DEBUG='1'))
+    result = run_tool([
+        sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options', *tiny_cfg_options,
+        'model.head.omega=1.0'
+    ],
+                      timeout=120,
+                      env=dict(tool_env, MMBAKE_DEBUG='1'))
     assert result.returncode == 1
     assert 'Traceback (most recent call last)' in result.stderr
     assert 'ValueError: omega must be a float in [0, 1)' in result.stderr

@@ -59,10 +59,13 @@ def test_crafted_checkpoints_never_run_code(tmp_path, trained_checkpoint,
     checkpoint = load_checkpoint(trained_checkpoint)
     checkpoint['meta']['note'] = RunsCode(touch_source(marker))
     torch.save(checkpoint, pickled)
-    for cmd in ([sys.executable, TRAIN, BAKE_CONFIG, '--work-dir', work_dir,
-                 '--resume', pickled],
-                [sys.executable, TEST, BAKE_CONFIG, pickled, '--work-dir',
-                 str(tmp_path / 'test')]):
+    for cmd in ([
+            sys.executable, TRAIN, BAKE_CONFIG, '--work-dir', work_dir,
+            '--resume', pickled
+    ], [
+            sys.executable, TEST, BAKE_CONFIG, pickled, '--work-dir',
+            str(tmp_path / 'test')
+    ]):
         result = run_tool([*cmd, '--cfg-options', *tiny_cfg_options],
                           timeout=120)
         assert result.returncode == 2, result.stderr[-3000:]

@@ -12,8 +12,7 @@ import re
 import pytest
 
 from .tool_runs import (BATCH_SIZE, NUM_TRAIN, NUM_VAL, RUN_TIMEOUT_S,
-                        fresh_port, rank_results, train_command,
-                        write_config)
+                        fresh_port, rank_results, train_command, write_config)
 
 pytestmark = pytest.mark.dist
 
@@ -27,8 +26,7 @@ def test_global_bake_finishes_and_ranks_agree(nproc, loop, tmp_path,
                                               run_tool, tool_env):
     length = EPOCHS if loop == 'epoch' else ITERS
     config = write_config(
-        str(tmp_path / 'bake_tiny.py'), fashion_mnist_small_root, loop,
-        length)
+        str(tmp_path / 'bake_tiny.py'), fashion_mnist_small_root, loop, length)
     # A hang (e.g. a rank short of a batch in the head's all_gather) fails
     # through run_tool's timeout, which kills every process of the run.
     result = run_tool(

@@ -107,7 +107,9 @@ def test_killed_run_resumes_to_the_same_weights(nproc, tmp_path,
 
 def final_top1(stdout: str) -> str:
     """The summary line of a single-process run."""
-    lines = [line for line in stdout.splitlines()
-             if line.startswith('Final top-1 (val, epoch')]
+    lines = [
+        line for line in stdout.splitlines()
+        if line.startswith('Final top-1 (val, epoch')
+    ]
     assert lines, stdout[-3000:]
     return lines[-1]

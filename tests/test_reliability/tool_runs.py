@@ -107,8 +107,8 @@ def write_config(path: str,
     return path
 
 
-def train_command(config: str, work_dir: str, nproc: int,
-                  *extra: str) -> List[str]:
+def train_command(config: str, work_dir: str, nproc: int, *extra:
+                  str) -> List[str]:
     """``tools/train.py`` (one process) or ``tools/dist_train.sh``."""
     if nproc == 1:
         return [sys.executable, TRAIN, config, '--work-dir', work_dir, *extra]
@@ -145,8 +145,10 @@ def read(path: str) -> str:
         return f.read()
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen,
-             log_path: str, timeout: float = RUN_TIMEOUT_S) -> None:
+def wait_for(condition: Callable[[], bool],
+             proc: subprocess.Popen,
+             log_path: str,
+             timeout: float = RUN_TIMEOUT_S) -> None:
     """Poll ``condition`` until it holds; fail if the run ends or stalls.
 
     Raises:

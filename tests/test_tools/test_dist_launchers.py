@@ -28,11 +28,12 @@ def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
     # From a folder of its own, to see what the runs leave in it.
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
-    trained = run_tool(
-        [DIST_TRAIN, PLAIN_CONFIG, '2', '--work-dir', work_dir,
-         '--cfg-options', *tiny_cfg_options],
-        timeout=DIST_TIMEOUT_S,
-        cwd=str(cwd))
+    trained = run_tool([
+        DIST_TRAIN, PLAIN_CONFIG, '2', '--work-dir', work_dir, '--cfg-options',
+        *tiny_cfg_options
+    ],
+                       timeout=DIST_TIMEOUT_S,
+                       cwd=str(cwd))
     assert trained.returncode == 0, trained.stderr[-3000:]
     out = trained.stdout + trained.stderr
     # Both ranks got to the end of tools/train.py.
@@ -47,16 +48,16 @@ def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
     checkpoint = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(checkpoint)
 
-    tested = run_tool(
-        [DIST_TEST, PLAIN_CONFIG, checkpoint, '2', '--work-dir',
-         str(tmp_path / 'test'), '--cfg-options', *tiny_cfg_options],
-        timeout=DIST_TIMEOUT_S,
-        cwd=str(cwd))
+    tested = run_tool([
+        DIST_TEST, PLAIN_CONFIG, checkpoint, '2', '--work-dir',
+        str(tmp_path / 'test'), '--cfg-options', *tiny_cfg_options
+    ],
+                      timeout=DIST_TIMEOUT_S,
+                      cwd=str(cwd))
     assert tested.returncode == 0, tested.stderr[-3000:]
     out = tested.stdout + tested.stderr
     assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
-    assert re.search(r'^Test top-1: \d+\.\d\d$', tested.stdout,
-                     re.MULTILINE)
+    assert re.search(r'^Test top-1: \d+\.\d\d$', tested.stdout, re.MULTILINE)
     # The ranks gathered their results in the work dirs, and removed the
     # folder (mmengine's default leaves an empty .dist_test/ in the cwd).
     assert list(cwd.iterdir()) == []
@@ -64,17 +65,14 @@ def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
         assert not osp.exists(osp.join(folder, '.dist_test'))
 
 
-@pytest.mark.parametrize(
-    'args,message',
-    [
-        ([], 'usage:'),
-        ([PLAIN_CONFIG], 'usage:'),
-        (['missing_config.py', '2'],
-         'config file not found: missing_config.py'),
-        ([PLAIN_CONFIG, '0'], 'GPUS must be a positive integer'),
-        ([PLAIN_CONFIG, 'two'], 'GPUS must be a positive integer'),
-        ([PLAIN_CONFIG, '-1'], 'GPUS must be a positive integer'),
-    ])
+@pytest.mark.parametrize('args,message', [
+    ([], 'usage:'),
+    ([PLAIN_CONFIG], 'usage:'),
+    (['missing_config.py', '2'], 'config file not found: missing_config.py'),
+    ([PLAIN_CONFIG, '0'], 'GPUS must be a positive integer'),
+    ([PLAIN_CONFIG, 'two'], 'GPUS must be a positive integer'),
+    ([PLAIN_CONFIG, '-1'], 'GPUS must be a positive integer'),
+])
 def test_dist_train_bad_input(args, message, run_tool):
     result = run_tool([DIST_TRAIN, *args], timeout=60)
     assert result.returncode == 2
@@ -95,8 +93,7 @@ def test_dist_test_bad_input(tmp_path, run_tool):
     assert result.returncode == 2
     assert f'checkpoint file not found: {missing}' in result.stderr
 
-    result = run_tool([DIST_TEST, PLAIN_CONFIG, PLAIN_CONFIG, '0'],
-                      timeout=60)
+    result = run_tool([DIST_TEST, PLAIN_CONFIG, PLAIN_CONFIG, '0'], timeout=60)
     assert result.returncode == 2
     assert 'GPUS must be a positive integer' in result.stderr
 
@@ -108,10 +105,9 @@ def test_slurm_launchers_bad_input(script, tmp_path, run_tool, tool_env):
     assert 'usage:' in result.stderr
 
     last = str(tmp_path / 'work') if script == SLURM_TRAIN else PLAIN_CONFIG
-    result = run_tool(
-        [script, 'partition', 'job', PLAIN_CONFIG, last],
-        timeout=60,
-        env=dict(tool_env, GPUS='0'))
+    result = run_tool([script, 'partition', 'job', PLAIN_CONFIG, last],
+                      timeout=60,
+                      env=dict(tool_env, GPUS='0'))
     assert result.returncode == 2
     assert 'GPUS must be a positive integer' in result.stderr
 

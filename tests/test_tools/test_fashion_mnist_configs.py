@@ -41,9 +41,11 @@ def test_bake_twin_differs_only_in_head_sampler_and_file_input():
     plain_head = plain['model'].pop('head')
     assert bake_head.pop('type') == 'BAKEHead'
     assert plain_head.pop('type') == 'LinearClsHead'
-    assert {k: bake_head.pop(k)
-            for k in ('omega', 'temperature', 'bake_weight')} == dict(
-                omega=0.5, temperature=4.0, bake_weight=1.0)
+    assert {
+        k: bake_head.pop(k)
+        for k in ('omega', 'temperature', 'bake_weight')
+    } == dict(
+        omega=0.5, temperature=4.0, bake_weight=1.0)
     assert bake_head == plain_head
     assert bake['train_dataloader'].pop('batch_sampler') == dict(
         type='ClassAwareBatchSampler', num_instances=2)
@@ -88,8 +90,9 @@ def test_datasets_build_from_the_config(fashion_mnist_root):
 @pytest.mark.parametrize('config', [PLAIN_CONFIG, BAKE_CONFIG])
 def test_model_builds_for_one_channel_input(config):
     import torch
-    import mmbake  # noqa: F401  (BAKEHead)
     from mmpretrain.registry import MODELS
+
+    import mmbake  # noqa: F401  (BAKEHead)
     cfg = Config.fromfile(config)
     model = MODELS.build(
         dict(cfg.model, data_preprocessor=cfg.data_preprocessor))

@@ -31,11 +31,12 @@ def test_stock_train_runs_bake_config(stock_train, tmp_path, run_tool,
     work_dir = str(tmp_path / 'work')
     # Not even the repository on the path: mmbake comes from the install.
     env = {k: v for k, v in tool_env.items() if k != 'PYTHONPATH'}
-    result = run_tool(
-        [sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
-         '--cfg-options', *tiny_cfg_options],
-        cwd=str(tmp_path),
-        env=env)
+    result = run_tool([
+        sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
+        '--cfg-options', *tiny_cfg_options
+    ],
+                      cwd=str(tmp_path),
+                      env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 'loss_bake:' in log
@@ -44,9 +45,8 @@ def test_stock_train_runs_bake_config(stock_train, tmp_path, run_tool,
 
 
 @pytest.mark.dist
-def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path,
-                                             run_tool, tool_env,
-                                             tiny_cfg_options):
+def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path, run_tool,
+                                             tool_env, tiny_cfg_options):
     """``--launcher pytorch`` in one process: gloo init and DDP wrapping.
 
     On a CPU-only machine this needs both mmbake.compat fixes for mmengine
@@ -65,11 +65,12 @@ def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path,
         MASTER_ADDR='127.0.0.1',
         MASTER_PORT=tool_env['PORT'])
     work_dir = str(tmp_path / 'work')
-    result = run_tool(
-        [sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
-         '--launcher', 'pytorch', '--cfg-options', *tiny_cfg_options],
-        cwd=str(tmp_path),
-        env=env)
+    result = run_tool([
+        sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
+        '--launcher', 'pytorch', '--cfg-options', *tiny_cfg_options
+    ],
+                      cwd=str(tmp_path),
+                      env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 'backend "gloo" instead of "nccl"' in log

@@ -11,7 +11,6 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                 'prepare_fashion_mnist.py')
 
-
 tool = load_script(TOOL)
 needs_debian_files = pytest.mark.skipif(
     not tool.debian_files_present(),

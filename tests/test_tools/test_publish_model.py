@@ -86,8 +86,9 @@ def published(trained_run):
 
 def test_release_name_and_hash(published):
     name = osp.basename(published)
-    match = re.fullmatch(r'bake_resnet18_fashion-mnist_(\d{8})-([0-9a-f]{8})'
-                         r'\.pth', name)
+    match = re.fullmatch(
+        r'bake_resnet18_fashion-mnist_(\d{8})-([0-9a-f]{8})'
+        r'\.pth', name)
     assert match, name
     with open(published, 'rb') as f:
         assert hashlib.sha256(f.read()).hexdigest()[:8] == match.group(2)
@@ -140,8 +141,9 @@ def test_sanitize_keeps_plain_data_and_drops_objects():
         nested=dict(count=3, mean=[0.5, 0.25]),
         items=[1, 2.0, None, True])
     assert type(out['nested']['count']) is int
-    assert dropped == ['meta.items[4] (object)',
-                       'meta.fn (builtin_function_or_method)']
+    assert dropped == [
+        'meta.items[4] (object)', 'meta.fn (builtin_function_or_method)'
+    ]
 
 
 def test_rejects_checkpoint_without_weights(tmp_path):
@@ -202,12 +204,14 @@ def test_plain_mmpretrain_loads_release(trained_run, published, run_tool):
         'custom_imports = dict(imports=[], allow_failed_imports=False)\n' +
         ''.join(f'{k} = {v!r}\n' for k, v in options.items()))
     logits_file = tmp / 'plain_logits.pth'
-    proc = run_tool(
-        [sys.executable, '-c', PLAIN_LOAD_SCRIPT, str(config), published,
-         trained_run['inputs_file'], str(logits_file), str(tmp / 'plain'),
-         test_py],
-        timeout=SUBPROCESS_TIMEOUT_S,
-        cwd=str(tmp))
+    proc = run_tool([
+        sys.executable, '-c', PLAIN_LOAD_SCRIPT,
+        str(config), published, trained_run['inputs_file'],
+        str(logits_file),
+        str(tmp / 'plain'), test_py
+    ],
+                    timeout=SUBPROCESS_TIMEOUT_S,
+                    cwd=str(tmp))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     plain_logits = torch.load(logits_file, weights_only=True)

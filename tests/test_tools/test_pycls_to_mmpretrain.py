@@ -210,6 +210,7 @@ def test_converted_resnet50_classifies_jpeg_files(resnet50, tmp_path):
     from mmpretrain.registry import TRANSFORMS
 
     import mmbake  # noqa: F401  (registers the zoo)
+
     # A smooth colour image whose short side is resized (300 -> 256) and
     # whose crop margin is odd, and its gray version.
     noise = np.random.default_rng(3).integers(0, 256, (38, 52, 3), np.uint8)

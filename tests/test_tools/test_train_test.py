@@ -80,8 +80,7 @@ def test_train_resume_then_test(tmp_path, run_tool, tiny_cfg_options):
     assert {'pred_label', 'pred_score', 'gt_label'} <= set(predictions[0])
 
 
-def test_resume_from_explicit_checkpoint(tmp_path, run_tool,
-                                         tiny_cfg_options):
+def test_resume_from_explicit_checkpoint(tmp_path, run_tool, tiny_cfg_options):
     first_dir, second_dir = str(tmp_path / 'a'), str(tmp_path / 'b')
     first = run_tool([
         sys.executable, TRAIN, PLAIN_CONFIG, '--work-dir', first_dir,
@@ -165,8 +164,7 @@ def test_unknown_launcher_is_a_clear_error(tool, tmp_path, run_tool):
 def test_bad_resume_path_is_a_clear_error(tmp_path, run_tool):
     missing = str(tmp_path / 'missing.pth')
     result = run_tool(
-        [sys.executable, TRAIN, PLAIN_CONFIG, '--resume', missing],
-        timeout=60)
+        [sys.executable, TRAIN, PLAIN_CONFIG, '--resume', missing], timeout=60)
     assert result.returncode == 2
     assert f'--resume checkpoint not found: {missing}' in result.stderr
     assert 'Traceback' not in result.stderr

@@ -20,8 +20,7 @@ BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 
 
-def test_draws_from_a_trained_checkpoint(tmp_path, run_tool,
-                                         tiny_cfg_options,
+def test_draws_from_a_trained_checkpoint(tmp_path, run_tool, tiny_cfg_options,
                                          fashion_mnist_small_root):
     work_dir = str(tmp_path / 'work')
     trained = run_tool([
@@ -37,11 +36,13 @@ def test_draws_from_a_trained_checkpoint(tmp_path, run_tool,
         sys.executable, TOOL, BAKE_CONFIG, checkpoint, '--out-dir', out_dir,
         '--num-batches', '2', '--batch-size', '16', '--max-images', '8',
         '--ncols', '4', '--cfg-options', *tiny_cfg_options
-    ], timeout=180)
+    ],
+                     timeout=180)
     assert drawn.returncode == 0, drawn.stderr[-3000:]
     paths = [osp.join(out_dir, f'soft_targets_batch{i}.png') for i in (0, 1)]
-    wrote = [line for line in drawn.stdout.splitlines()
-             if line.startswith('Wrote ')]
+    wrote = [
+        line for line in drawn.stdout.splitlines() if line.startswith('Wrote ')
+    ]
     assert wrote == [f'Wrote {path}' for path in paths]
     assert drawn.stdout.count('same_class_affinity=') == 2
 
@@ -51,8 +52,7 @@ def test_draws_from_a_trained_checkpoint(tmp_path, run_tool,
         # Two rows of four cells (8 images, --ncols 4).
         assert image.shape[0] > 400 and image.shape[1] > 400
         assert image[..., :3].std() > 0.05
-    assert mpimg.imread(paths[0]).tobytes() != mpimg.imread(
-        paths[1]).tobytes()
+    assert mpimg.imread(paths[0]).tobytes() != mpimg.imread(paths[1]).tobytes()
 
     # The tool's model is the runner's model: in eval mode it reproduces
     # the validation top-1 that training printed for this checkpoint (this

@@ -94,9 +94,9 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     """Draw the pictures from the command line; return the PNGs' paths."""
     args = parse_args(argv)
     # Heavy imports after the command line is checked.
-    import mmbake  # noqa: F401  (registers BAKEHead and the sampler)
     from mmengine.registry import init_default_scope
 
+    import mmbake  # noqa: F401  (registers BAKEHead and the sampler)
     from mmbake.visualization import (build_class_aware_batches, format_stats,
                                       visualize_batches)
 

@@ -111,9 +111,9 @@ def load_config(args: argparse.Namespace, loaders: Sequence[str],
     return cfg
 
 
-def apply_cfg_options(cfg: Config,
-                      args: argparse.Namespace,
-                      loaders: Sequence[str] = ()) -> Config:
+def apply_cfg_options(
+    cfg: Config, args: argparse.Namespace,
+    loaders: Sequence[str] = ()) -> Config:
     """Merge ``--cfg-options`` into ``cfg``, the last word on the config;
     ``persistent_workers`` of ``loaders`` without workers is turned off
     (torch's DataLoader refuses both)."""

@@ -8,9 +8,9 @@ from typing import Iterator, List
 import numpy as np
 from mmengine.dataset import InfiniteSampler
 from mmengine.dist import get_dist_info, sync_random_seed
+from mmpretrain.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from mmpretrain.registry import DATA_SAMPLERS
 from .labels import get_dataset_labels
 
 EPOCH_MODES = ('images', 'anchors')

@@ -4,8 +4,7 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
-from mmengine.dataset import (ClassBalancedDataset, ConcatDataset,
-                              RepeatDataset)
+from mmengine.dataset import ClassBalancedDataset, ConcatDataset, RepeatDataset
 
 SINGLE_LABEL_HINT = ('ClassAwareBatchSampler needs a single-label dataset '
                      '(one integer class index per sample)')

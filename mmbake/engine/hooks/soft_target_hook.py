@@ -45,11 +45,11 @@ class SoftTargetVisualizationHook(Hook):
                  batch_size: Optional[int] = None,
                  seed: int = 0,
                  out_dir: Optional[str] = None) -> None:
-        for name, value in (('interval', interval),
-                            ('num_batches', num_batches),
+        for name, value in (('interval', interval), ('num_batches',
+                                                     num_batches),
                             ('max_images', max_images), ('topk', topk)):
-            if isinstance(value, bool) or not isinstance(value,
-                                                         int) or value < 1:
+            if isinstance(value,
+                          bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
                     f'{name} must be an int >= 1, but got {value!r}.')
         if batch_size is not None and (not isinstance(batch_size, int)
@@ -79,9 +79,8 @@ class SoftTargetVisualizationHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         """Draw the batches after every ``interval`` epochs and the last."""
-        if self._batches is None or not (
-                self.every_n_epochs(runner, self.interval)
-                or self.is_last_train_epoch(runner)):
+        if self._batches is None or not (self.every_n_epochs(
+                runner, self.interval) or self.is_last_train_epoch(runner)):
             return
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
@@ -94,5 +93,5 @@ class SoftTargetVisualizationHook(Hook):
             topk=self.topk,
             title=f'epoch {epoch}')
         for output in outputs:
-            runner.logger.info(f'Soft-target picture {output["path"]}: '
-                               + format_stats(output))
+            runner.logger.info(f'Soft-target picture {output["path"]}: ' +
+                               format_stats(output))

@@ -4,7 +4,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
-
 from mmpretrain.registry import METRICS
 
 # The smallest normal float32: a probability that underflowed to zero in the
@@ -163,8 +162,9 @@ class Calibration(BaseMetric):
             # Straight to float64: a list of decimals keeps its values.
             pred_score = np.asarray(pred_score, dtype=np.float64)
         score = torch.as_tensor(pred_score)
-        label = torch.as_tensor(np.asarray(target) if not isinstance(
-            target, torch.Tensor) else target)
+        label = torch.as_tensor(
+            np.asarray(target
+                       ) if not isinstance(target, torch.Tensor) else target)
         if score.ndim != 2 or label.ndim != 1 or \
                 score.shape[0] != label.shape[0] or score.shape[0] == 0:
             raise ValueError(
@@ -177,16 +177,16 @@ class Calibration(BaseMetric):
 
 def _check_num_bins(num_bins: int) -> int:
     """Return ``num_bins`` as an int, or raise a ValueError naming it."""
-    if isinstance(num_bins, bool) or not isinstance(
-            num_bins, (int, np.integer)) or num_bins < 1:
-        raise ValueError(
-            f'num_bins must be an int >= 1, but got {num_bins!r}')
+    if isinstance(num_bins,
+                  bool) or not isinstance(num_bins,
+                                          (int, np.integer)) or num_bins < 1:
+        raise ValueError(f'num_bins must be an int >= 1, but got {num_bins!r}')
     return int(num_bins)
 
 
-def _per_sample(score: torch.Tensor,
-                label: torch.Tensor) -> Tuple[np.ndarray, np.ndarray,
-                                              np.ndarray]:
+def _per_sample(
+        score: torch.Tensor,
+        label: torch.Tensor) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-probability of the label, top-1 probability and correctness.
 
     Args:
@@ -208,11 +208,11 @@ def _per_sample(score: torch.Tensor,
     prob_true = score.gather(1, label[:, None])[:, 0]
     log_prob = torch.log(prob_true.clamp(min=_MIN_PROB))
     confidence, top1 = score.max(dim=1)
-    return (log_prob.numpy(), confidence.numpy(),
-            (top1 == label).numpy())
+    return (log_prob.numpy(), confidence.numpy(), (top1 == label).numpy())
 
 
-def reliability_bins(confidence: np.ndarray, correct: np.ndarray,
+def reliability_bins(confidence: np.ndarray,
+                     correct: np.ndarray,
                      num_bins: int = 15) -> Dict[str, np.ndarray]:
     """Group images into equal-width confidence bins (see ``Calibration``).
 
@@ -235,8 +235,7 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray,
     bins = np.searchsorted(inner_edges, confidence, side='left')
     return dict(
         count=np.bincount(bins, minlength=num_bins),
-        confidence=np.bincount(
-            bins, weights=confidence, minlength=num_bins),
+        confidence=np.bincount(bins, weights=confidence, minlength=num_bins),
         correct=np.bincount(
             bins, weights=correct.astype(np.float64), minlength=num_bins))
 

@@ -11,8 +11,8 @@ from mmpretrain.models.heads import (ClsHead, LinearClsHead,
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..utils import CUDAGraphs, check_bake_args, distillation_kl, \
-    knowledge_ensemble
+from ..utils import (CUDAGraphs, check_bake_args, distillation_kl,
+                     knowledge_ensemble)
 
 
 class BAKEMixin:
@@ -81,8 +81,10 @@ class BAKEMixin:
 
 def _warn_if_not_class_aware(data_samples: List[DataSample]) -> None:
     """Warn if few neighbours share a label (no ClassAwareBatchSampler)."""
-    labels = [int(s.gt_label[0]) for s in data_samples
-              if 'gt_label' in s and s.gt_label.numel() == 1]
+    labels = [
+        int(s.gt_label[0]) for s in data_samples
+        if 'gt_label' in s and s.gt_label.numel() == 1
+    ]
     if len(labels) < 4:
         return
     same = sum(a == b for a, b in zip(labels[:-1], labels[1:]))
@@ -133,12 +135,13 @@ def make_bake_head(head_cls: Type[ClsHead],
     for base in head_cls.__mro__:
         if base.__name__ in _UNSUPPORTED:
             raise _unsupported_error(base.__name__)
-    return type(f'BAKE{head_cls.__name__}', (BAKEMixin, head_cls), {
-        'bake_final_layer': final_layer,
-        '__doc__': f'{head_cls.__name__} trained with BAKE; takes its '
-        'arguments plus those of BAKEMixin.',
-        '__module__': __name__,
-    })
+    return type(
+        f'BAKE{head_cls.__name__}', (BAKEMixin, head_cls), {
+            'bake_final_layer': final_layer,
+            '__doc__': f'{head_cls.__name__} trained with BAKE; takes its '
+            'arguments plus those of BAKEMixin.',
+            '__module__': __name__,
+        })
 
 
 @MODELS.register_module()

@@ -33,11 +33,10 @@ def ensemble_world_size(group_size: Optional[int] = None) -> int:
 
 
 @torch.no_grad()
-def gather_ensemble_batch(
-        feats: torch.Tensor,
-        probs: torch.Tensor,
-        group_size: Optional[int] = None
-) -> Tuple[torch.Tensor, torch.Tensor, int]:
+def gather_ensemble_batch(feats: torch.Tensor,
+                          probs: torch.Tensor,
+                          group_size: Optional[int] = None
+                          ) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """Gather features and predictions of every rank of this rank's group.
 
     Args:
@@ -51,12 +50,13 @@ def gather_ensemble_batch(
         rank order, and the index of this rank's first row.
     """
     group, num_ranks = _ensemble_group(group_size)
-    shape = torch.tensor([feats.size(0), feats.size(1), probs.size(1)],
-                         device=feats.device)
+    shape = torch.tensor(
+        [feats.size(0), feats.size(1),
+         probs.size(1)], device=feats.device)
     shapes = [torch.empty_like(shape) for _ in range(num_ranks)]
     dist.all_gather(shapes, shape, group=group)
-    sizes, dims = zip(*[(n, (d, k)) for n, d, k in
-                        (s.tolist() for s in shapes)])
+    sizes, dims = zip(*[(n, (d, k))
+                        for n, d, k in (s.tolist() for s in shapes)])
     if len(set(dims)) != 1:
         raise ValueError(
             'global_ensemble needs the same feature and class dimensions on '

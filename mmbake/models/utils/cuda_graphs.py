@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, Hashable, Optional, Set, Tuple
 import torch
 
 # torch.compiler.is_compiling exists from torch 2.3 on.
-_is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling',
-                        lambda: False)
+_is_compiling = getattr(
+    getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
 
 # Replays of each graph compared with eager execution: the first shows a
 # wrong capture, the second (new inputs) an input the graph does not copy.
@@ -26,8 +26,9 @@ REPLAY_TOLERANCE = 1e-5
 def layout(args: tuple) -> tuple:
     """What a graph is captured for: shape, dtype, device and strides of
     each tensor argument, the value of any other (hashable) argument."""
-    return tuple((a.shape, a.dtype, a.device, a.stride())
-                 if torch.is_tensor(a) else a for a in args)
+    return tuple(
+        (a.shape, a.dtype, a.device, a.stride()) if torch.is_tensor(a) else a
+        for a in args)
 
 
 def pack(out: Any) -> Tuple[tuple, tuple]:
@@ -73,8 +74,8 @@ def difference(result: Any, expected: Any) -> float:
         if not torch.equal(torch.isfinite(got), torch.isfinite(want)):
             return math.inf
         finite = torch.isfinite(want)
-        if not torch.equal(got[~finite].nan_to_num(), want[~finite]
-                           .nan_to_num()):
+        if not torch.equal(got[~finite].nan_to_num(),
+                           want[~finite].nan_to_num()):
             return math.inf
         if finite.any():
             largest = max(largest,
@@ -201,9 +202,8 @@ class CUDAGraphs:
         for key in self._graphs:
             if key[0] is fn:
                 self._graphs[key] = None
-        inputs = ', '.join(
-            f'{str(a.dtype)[6:]}{list(a.shape)}' if torch.is_tensor(a) else
-            repr(a) for a in args)
+        inputs = ', '.join(f'{str(a.dtype)[6:]}{list(a.shape)}' if torch.
+                           is_tensor(a) else repr(a) for a in args)
         warnings.warn(
             f'CUDAGraphs: a replay of {fn.__name__} differs from eager '
             f'execution by {diff:.3g} (tolerance {REPLAY_TOLERANCE}) for '
@@ -212,8 +212,7 @@ class CUDAGraphs:
         return eager
 
 
-def run_graphed(graphs: Optional[CUDAGraphs], fn: Callable,
-                *args: Any) -> Any:
+def run_graphed(graphs: Optional[CUDAGraphs], fn: Callable, *args: Any) -> Any:
     """``fn(*args)``, through ``graphs`` unless it is None."""
     return fn(*args) if graphs is None else graphs(fn, *args)
 

@@ -20,16 +20,17 @@ def check_bake_args(omega: float,
 
     group = ensemble_group_size
     for name, value, ok, allowed in (
-        ('omega', omega, number(omega) and 0 <= omega < 1,
-         'a float in [0, 1)'),
-        ('temperature', temperature, number(temperature) and temperature > 0,
-         'a float > 0'),
-        ('ensemble_group_size', group, group is None or number(group)
-         and isinstance(group, int) and group >= 1, 'None or an int >= 1'),
-        ('bake_weight', bake_weight, number(bake_weight) and bake_weight >= 0,
-         'a float >= 0'),
-        ('cuda_graph', cuda_graph, isinstance(cuda_graph, bool),
-         'True or False'),
+        ('omega', omega, number(omega)
+         and 0 <= omega < 1, 'a float in [0, 1)'),
+        ('temperature', temperature, number(temperature)
+         and temperature > 0, 'a float > 0'),
+        ('ensemble_group_size', group, group is None
+         or number(group) and isinstance(group, int) and group >= 1,
+         'None or an int >= 1'),
+        ('bake_weight', bake_weight, number(bake_weight)
+         and bake_weight >= 0, 'a float >= 0'),
+        ('cuda_graph', cuda_graph, isinstance(cuda_graph,
+                                              bool), 'True or False'),
     ):
         if not ok:
             raise ValueError(f'{name} must be {allowed}, but got {value!r}.')
@@ -75,14 +76,14 @@ def _local_targets(feats: torch.Tensor, logits: torch.Tensor, omega: float,
 
 
 @torch.no_grad()
-def knowledge_ensemble(feats: torch.Tensor,
-                       logits: torch.Tensor,
-                       omega: float = 0.5,
-                       temperature: float = 4.0,
-                       global_ensemble: bool = False,
-                       ensemble_group_size: Optional[int] = None,
-                       cuda_graphs: Optional[CUDAGraphs] = None
-                       ) -> torch.Tensor:
+def knowledge_ensemble(
+        feats: torch.Tensor,
+        logits: torch.Tensor,
+        omega: float = 0.5,
+        temperature: float = 4.0,
+        global_ensemble: bool = False,
+        ensemble_group_size: Optional[int] = None,
+        cuda_graphs: Optional[CUDAGraphs] = None) -> torch.Tensor:
     """The BAKE targets ``Q = (1 - w) (I - w A)^-1 softmax(logits / T)``.
 
     ``A`` is the row softmax of the cosine similarities ``f_i . f_j`` over

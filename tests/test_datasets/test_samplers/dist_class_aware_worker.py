@@ -33,10 +33,9 @@ def run(rank: int, world_size: int, out_dir: str) -> None:
     cases = {
         'default-images': (DefaultSampler, dict(), 'images'),
         'default-anchors': (DefaultSampler, dict(), 'anchors'),
-        'no-round-up-images': (DefaultSampler, dict(round_up=False),
-                               'images'),
-        'no-round-up-anchors': (DefaultSampler, dict(round_up=False),
-                                'anchors'),
+        'no-round-up-images': (DefaultSampler, dict(round_up=False), 'images'),
+        'no-round-up-anchors':
+        (DefaultSampler, dict(round_up=False), 'anchors'),
         'infinite': (InfiniteSampler, dict(), 'images'),
     }
     report = {'labels': labels.tolist()}
@@ -58,12 +57,16 @@ def run(rank: int, world_size: int, out_dir: str) -> None:
             wrapped = list(sampler)
         # What a global head does every iteration: gather equal shapes.
         for batch in batches:
-            gathered = [torch.empty(6, dtype=torch.int64)
-                        for _ in range(world_size)]
+            gathered = [
+                torch.empty(6, dtype=torch.int64) for _ in range(world_size)
+            ]
             dist.all_gather(gathered, torch.tensor(batch, dtype=torch.int64))
         report[name] = dict(
-            len=len(batch_sampler), batches=batches, wrapped=wrapped,
-            seed=batch_sampler.seed, num_gathers=len(batches))
+            len=len(batch_sampler),
+            batches=batches,
+            wrapped=wrapped,
+            seed=batch_sampler.seed,
+            num_gathers=len(batches))
     with open(osp.join(out_dir, f'world{world_size}_rank{rank}.json'),
               'w') as f:
         json.dump(report, f)

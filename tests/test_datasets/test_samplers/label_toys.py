@@ -29,8 +29,10 @@ class MMBakeToyLabels(BaseDataset):
 
     def load_data_list(self) -> List[dict]:
         """One annotation per label; no image is ever read."""
-        return [dict(img_path=f'img_{i}.png', gt_label=label)
-                for i, label in enumerate(self._labels)]
+        return [
+            dict(img_path=f'img_{i}.png', gt_label=label)
+            for i, label in enumerate(self._labels)
+        ]
 
 
 class ToyMultiLabels(MultiLabelDataset):
@@ -43,8 +45,10 @@ class ToyMultiLabels(MultiLabelDataset):
 
     def load_data_list(self) -> List[dict]:
         """One annotation per label list."""
-        return [dict(img_path=f'img_{i}.png', gt_label=labels)
-                for i, labels in enumerate(self._label_lists)]
+        return [
+            dict(img_path=f'img_{i}.png', gt_label=labels)
+            for i, labels in enumerate(self._label_lists)
+        ]
 
 
 class CatIdsOnly:
@@ -87,7 +91,8 @@ class GtLabelsArray:
         return self.labels
 
 
-def imbalanced_labels(num_samples: int, num_classes: int,
+def imbalanced_labels(num_samples: int,
+                      num_classes: int,
                       seed: int = 0) -> np.ndarray:
     """Labels with uneven class sizes: big classes, small ones, singletons.
 
@@ -99,7 +104,8 @@ def imbalanced_labels(num_samples: int, num_classes: int,
     fixed = np.array([0, 1, 1, 2, 2, 2])
     weights = np.arange(3, num_classes, dtype=float)**-1.0
     rest = rng.choice(
-        np.arange(3, num_classes), size=num_samples - fixed.size,
+        np.arange(3, num_classes),
+        size=num_samples - fixed.size,
         p=weights / weights.sum())
     labels = np.concatenate([fixed, rest])
     rng.shuffle(labels)

@@ -12,7 +12,7 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
-from label_toys import (GtLabelsArray, MMBakeToyLabels, imbalanced_labels)
+from label_toys import GtLabelsArray, MMBakeToyLabels, imbalanced_labels
 from mmengine.dataset import (ClassBalancedDataset, ConcatDataset,
                               DefaultSampler, InfiniteSampler, RepeatDataset)
 from mmpretrain.datasets import KFoldDataset
@@ -37,8 +37,14 @@ def dist_env(rank: int = 0, world_size: int = 1):
         yield
 
 
-def build(labels, batch_size=8, num_instances=2, epoch_mode='images',
-          rank=0, world_size=1, sampler_type=DefaultSampler, **sampler_kw):
+def build(labels,
+          batch_size=8,
+          num_instances=2,
+          epoch_mode='images',
+          rank=0,
+          world_size=1,
+          sampler_type=DefaultSampler,
+          **sampler_kw):
     """A ClassAwareBatchSampler over a label-only dataset, as one rank."""
     dataset = labels if hasattr(labels, '__len__') and not isinstance(
         labels, (list, np.ndarray)) else GtLabelsArray(np.asarray(labels))
@@ -104,7 +110,9 @@ def test_multi_label_dataset_is_refused():
 
 
 def test_seed_is_synced_when_the_sampler_has_none():
+
     class SeedlessSampler:
+
         def __init__(self, dataset):
             self.dataset = dataset
 
@@ -260,8 +268,8 @@ def test_equal_lengths_across_ranks(num_samples, world_size, epoch_mode,
     labels = LABELS[:num_samples]
     lengths = set()
     for rank in range(world_size):
-        batch_sampler = build(labels, 6, 2, epoch_mode, rank, world_size,
-                              round_up=round_up)
+        batch_sampler = build(
+            labels, 6, 2, epoch_mode, rank, world_size, round_up=round_up)
         batches = list(batch_sampler)
         assert len(batches) == len(batch_sampler)
         assert all(len(batch) == 6 for batch in batches)
@@ -293,8 +301,8 @@ def test_same_seed_and_epoch_give_the_same_batches():
 
 
 def test_other_seed_gives_other_batches():
-    assert list(build(LABELS, 8, 2, seed=11)) != list(
-        build(LABELS, 8, 2, seed=12))
+    assert list(build(LABELS, 8, 2,
+                      seed=11)) != list(build(LABELS, 8, 2, seed=12))
 
 
 def test_set_epoch_changes_the_batches_and_is_reproducible():
@@ -329,8 +337,8 @@ def test_ranks_draw_different_mates():
 
 
 def test_negative_seed_is_accepted():
-    assert list(build(LABELS, 8, 2, seed=-3)) != list(
-        build(LABELS, 8, 2, seed=3))
+    assert list(build(LABELS, 8, 2,
+                      seed=-3)) != list(build(LABELS, 8, 2, seed=3))
 
 
 # ------------------------------------------------------- InfiniteSampler
@@ -363,17 +371,22 @@ DATASET_LABELS = [3, 0, 1, 1, 2, 0, 3, 3, 1, 2, 0, 2, 3, 1]
 def wrapped_datasets():
     base = dict(type='MMBakeToyLabels', labels=DATASET_LABELS)
     return {
-        'BaseDataset': lambda: MMBakeToyLabels(DATASET_LABELS),
-        'lazy_init': lambda: MMBakeToyLabels(DATASET_LABELS, lazy_init=True),
-        'ConcatDataset': lambda: ConcatDataset(
+        'BaseDataset':
+        lambda: MMBakeToyLabels(DATASET_LABELS),
+        'lazy_init':
+        lambda: MMBakeToyLabels(DATASET_LABELS, lazy_init=True),
+        'ConcatDataset':
+        lambda: ConcatDataset(
             [MMBakeToyLabels(DATASET_LABELS),
              MMBakeToyLabels([1, 2, 3, 0])],
             lazy_init=True),
-        'RepeatDataset': lambda: RepeatDataset(
-            MMBakeToyLabels(DATASET_LABELS), times=3),
-        'ClassBalancedDataset': lambda: ClassBalancedDataset(
+        'RepeatDataset':
+        lambda: RepeatDataset(MMBakeToyLabels(DATASET_LABELS), times=3),
+        'ClassBalancedDataset':
+        lambda: ClassBalancedDataset(
             MMBakeToyLabels(DATASET_LABELS + [4]), oversample_thr=0.2),
-        'KFoldDataset': lambda: KFoldDataset(
+        'KFoldDataset':
+        lambda: KFoldDataset(
             dict(base, lazy_init=True), fold=0, num_splits=3, seed=0),
     }
 
@@ -385,8 +398,7 @@ def test_dataset_wrappers(name):
     batches = list(batch_sampler)
     assert len(batches) == len(batch_sampler)
     truth = np.array([
-        int(dataset.get_data_info(i)['gt_label'])
-        for i in range(len(dataset))
+        int(dataset.get_data_info(i)['gt_label']) for i in range(len(dataset))
     ])
     groups = groups_of(batches, 3)
     assert (truth[groups] == truth[groups[:, :1]]).all()

@@ -4,8 +4,7 @@ import pytest
 import torch
 from label_toys import (CatIdsOnly, DataInfoOnly, GtLabelsArray,
                         MMBakeToyLabels, ToyMultiLabels)
-from mmengine.dataset import (ClassBalancedDataset, ConcatDataset,
-                              RepeatDataset)
+from mmengine.dataset import ClassBalancedDataset, ConcatDataset, RepeatDataset
 from mmengine.runner.runner import _SlicedDataset
 from mmpretrain.datasets import KFoldDataset
 
@@ -17,9 +16,9 @@ LABELS_B = [2, 3, 0, 1, 3]
 
 def labels_one_by_one(dataset):
     """The ground truth, read the slow way through ``get_data_info``."""
-    return np.array(
-        [int(dataset.get_data_info(i)['gt_label'])
-         for i in range(len(dataset))])
+    return np.array([
+        int(dataset.get_data_info(i)['gt_label']) for i in range(len(dataset))
+    ])
 
 
 def test_mmpretrain_dataset():
@@ -38,8 +37,8 @@ def test_lazy_init_is_initialised_without_loading_images():
 @pytest.mark.parametrize('lazy', [False, True])
 def test_concat_dataset(lazy):
     dataset = ConcatDataset(
-        [MMBakeToyLabels(LABELS_A), MMBakeToyLabels(LABELS_B)],
-        lazy_init=lazy)
+        [MMBakeToyLabels(LABELS_A),
+         MMBakeToyLabels(LABELS_B)], lazy_init=lazy)
     labels = get_dataset_labels(dataset)
     np.testing.assert_array_equal(labels, LABELS_A + LABELS_B)
     np.testing.assert_array_equal(labels, labels_one_by_one(dataset))
@@ -68,7 +67,10 @@ def test_class_balanced_dataset(lazy):
 def test_kfold_dataset(test_mode):
     dataset = KFoldDataset(
         dict(type='MMBakeToyLabels', labels=LABELS_A, lazy_init=True),
-        fold=1, num_splits=3, test_mode=test_mode, seed=1)
+        fold=1,
+        num_splits=3,
+        test_mode=test_mode,
+        seed=1)
     labels = get_dataset_labels(dataset)
     assert len(labels) == len(dataset)
     np.testing.assert_array_equal(labels, labels_one_by_one(dataset))
@@ -96,13 +98,19 @@ def test_sliced_dataset_of_runner_keeps_its_length():
 
 
 MULTI_LABEL_DATASETS = {
-    'MultiLabelDataset': lambda: ToyMultiLabels([[0, 1], [2], [1]]),
-    'get_cat_ids': lambda: CatIdsOnly([[0], [0, 2]]),
+    'MultiLabelDataset':
+    lambda: ToyMultiLabels([[0, 1], [2], [1]]),
+    'get_cat_ids':
+    lambda: CatIdsOnly([[0], [0, 2]]),
     'get_data_info':
-    lambda: DataInfoOnly([dict(gt_label=1), dict(gt_label=[1, 2])]),
-    'get_gt_labels': lambda: GtLabelsArray(np.array([[0, 1], [1, 0]])),
-    'get_gt_labels-ragged': lambda: GtLabelsArray([[0, 1], [1]]),
-    'ConcatDataset': lambda: ConcatDataset(
+    lambda: DataInfoOnly([dict(gt_label=1),
+                          dict(gt_label=[1, 2])]),
+    'get_gt_labels':
+    lambda: GtLabelsArray(np.array([[0, 1], [1, 0]])),
+    'get_gt_labels-ragged':
+    lambda: GtLabelsArray([[0, 1], [1]]),
+    'ConcatDataset':
+    lambda: ConcatDataset(
         [MMBakeToyLabels([0, 2, 1]),
          ToyMultiLabels([[0, 1]])]),
 }
@@ -121,16 +129,14 @@ class OnlyLength:
         return 3
 
 
-@pytest.mark.parametrize('dataset', [
-    OnlyLength(),
-    DataInfoOnly([dict(img_path='a.png')]),
-    DataInfoOnly([dict(gt_label=0), dict(gt_label=-1)]),
-    CatIdsOnly([[0], []]),
-],
-                         ids=[
-                             'no-interface', 'no-gt_label', 'negative',
-                             'empty-cat-ids'
-                         ])
+@pytest.mark.parametrize(
+    'dataset', [
+        OnlyLength(),
+        DataInfoOnly([dict(img_path='a.png')]),
+        DataInfoOnly([dict(gt_label=0), dict(gt_label=-1)]),
+        CatIdsOnly([[0], []]),
+    ],
+    ids=['no-interface', 'no-gt_label', 'negative', 'empty-cat-ids'])
 def test_missing_labels_are_refused(dataset):
     with pytest.raises(ValueError, match='dataset.*(no label|unlabelled)'):
         get_dataset_labels(dataset)

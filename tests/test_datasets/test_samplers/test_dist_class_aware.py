@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-WORKER = osp.join(osp.dirname(osp.abspath(__file__)),
-                  'dist_class_aware_worker.py')
+WORKER = osp.join(
+    osp.dirname(osp.abspath(__file__)), 'dist_class_aware_worker.py')
 TIMEOUT_S = 180
 
 
@@ -29,8 +29,7 @@ def run_workers(out_dir: str) -> dict:
              str(rank), port_3, port_2, out_dir],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ, OMP_NUM_THREADS='1'))
-        for rank in range(3)
+            env=dict(os.environ, OMP_NUM_THREADS='1')) for rank in range(3)
     ]
     outputs = []
     try:
@@ -65,9 +64,8 @@ def check_world(world_size: int, reports: list) -> None:
         # Same seed, same length and same number of batches everywhere.
         assert {case['seed'] for case in cases} == {cases[0]['seed']}
         assert {case['len'] for case in cases} == {expected_len}, name
-        assert {case['num_gathers'] for case in cases} == {
-            len(cases[0]['batches'])
-        }
+        assert {case['num_gathers']
+                for case in cases} == {len(cases[0]['batches'])}
         all_anchors, all_wrapped = [], []
         for case in cases:
             groups = np.array(case['batches']).reshape(-1, 3)

@@ -55,13 +55,21 @@ class RecordBatches(Hook):
         self.labels[runner.epoch].append(
             [int(s.gt_label.item()) for s in samples])
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None) -> None:
         self.losses.append(float(outputs['loss'].detach()))
 
 
-def runner_cfg(data_root: str, work_dir: str, name: str, hook: Hook,
-               by_epoch: bool = True, length: int = 3, **kwargs) -> dict:
+def runner_cfg(data_root: str,
+               work_dir: str,
+               name: str,
+               hook: Hook,
+               by_epoch: bool = True,
+               length: int = 3,
+               **kwargs) -> dict:
     """An inline config: tiny ResNet_CIFAR, 1 channel, 10 classes.
 
     The seed is fixed: mmengine 0.10.7 builds the train dataloader (and its
@@ -111,8 +119,7 @@ def runner_cfg(data_root: str, work_dir: str, name: str, hook: Hook,
             batch_sampler=dict(type='ClassAwareBatchSampler',
                                num_instances=2)),
         train_cfg=train_cfg,
-        optim_wrapper=dict(
-            optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         default_hooks=dict(
             checkpoint=checkpoint,
             logger=dict(type='LoggerHook', interval=100)),
@@ -134,8 +141,8 @@ def assert_class_aware(hook: RecordBatches) -> None:
 def test_epoch_based_training_and_resume(fashion_mnist_small_root, tmp_path):
     data_root = fashion_mnist_small_root
     full = RecordBatches()
-    runner = Runner(**runner_cfg(data_root, str(tmp_path / 'full'),
-                                 'cabs_full', full))
+    runner = Runner(**runner_cfg(data_root, str(tmp_path /
+                                                'full'), 'cabs_full', full))
     runner.train()
 
     # 'images' epochs: as many images per epoch as a plain sampler.
@@ -151,8 +158,12 @@ def test_epoch_based_training_and_resume(fashion_mnist_small_root, tmp_path):
     assert osp.isfile(checkpoint)
     resumed = RecordBatches()
     runner = Runner(**runner_cfg(
-        data_root, str(tmp_path / 'resumed'), 'cabs_resumed',
-        resumed, resume=True, load_from=checkpoint))
+        data_root,
+        str(tmp_path / 'resumed'),
+        'cabs_resumed',
+        resumed,
+        resume=True,
+        load_from=checkpoint))
     runner.train()
     assert sorted(resumed.indices) == [1, 2]
     assert resumed.indices[1] == full.indices[1]
@@ -163,9 +174,13 @@ def test_iteration_based_training_and_resume(fashion_mnist_small_root,
                                              tmp_path):
     data_root = fashion_mnist_small_root
     full = RecordBatches()
-    runner = Runner(**runner_cfg(data_root, str(tmp_path / 'full'),
-                                 'cabs_iter_full', full, by_epoch=False,
-                                 length=6))
+    runner = Runner(**runner_cfg(
+        data_root,
+        str(tmp_path / 'full'),
+        'cabs_iter_full',
+        full,
+        by_epoch=False,
+        length=6))
     runner.train()
     batches = full.indices[0]
     assert len(batches) == 6
@@ -174,8 +189,13 @@ def test_iteration_based_training_and_resume(fashion_mnist_small_root,
     checkpoint = osp.join(str(tmp_path / 'full'), 'iter_3.pth')
     resumed = RecordBatches()
     runner = Runner(**runner_cfg(
-        data_root, str(tmp_path / 'resumed'), 'cabs_iter_resumed',
-        resumed, by_epoch=False, length=6, resume=True,
+        data_root,
+        str(tmp_path / 'resumed'),
+        'cabs_iter_resumed',
+        resumed,
+        by_epoch=False,
+        length=6,
+        resume=True,
         load_from=checkpoint))
     runner.train()
     assert resumed.indices[0] == batches[3:]

@@ -21,9 +21,10 @@ BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
 
 def _small_cfg(data_root: str):
     """The BAKE config read from the small data root, batch 16."""
-    import mmbake  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
+
+    import mmbake  # noqa: F401
 
     cfg = Config.fromfile(BAKE_CONFIG)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -49,7 +50,8 @@ def test_hook_draws_during_training(tmp_path, run_tool, tiny_cfg_options):
         str(config), '--work-dir',
         str(work_dir), '--cfg-options', *tiny_cfg_options,
         'train_cfg.max_epochs=3', 'train_cfg.val_interval=3'
-    ], timeout=240)
+    ],
+                      timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     out_dir = work_dir / 'soft_targets'
     drawn = sorted(p.name for p in out_dir.iterdir())
@@ -115,8 +117,8 @@ def test_predict_soft_targets_matches_knowledge_ensemble(
         'same_class_affinity'
     }
     gt = torch.tensor(labels)
-    assert stats['target_top1'] == pytest.approx(
-        100 * float((targets.argmax(1) == gt).float().mean()))
+    assert stats['target_top1'] == pytest.approx(100 * float(
+        (targets.argmax(1) == gt).float().mean()))
     assert stats['own_gt_prob'] == pytest.approx(
         100 * float(result['own'][torch.arange(16), gt].mean()))
     assert stats['same_class_affinity'] > 0

@@ -16,8 +16,9 @@ NUM_CLASSES, IN_CHANNELS, BATCH = 6, 12, 8
 
 def class_aware_samples(batch=BATCH):
     """Labels laid out as a class-aware sampler does: anchor, mate, ..."""
-    return [DataSample().set_gt_label(i // 2 % NUM_CLASSES)
-            for i in range(batch)]
+    return [
+        DataSample().set_gt_label(i // 2 % NUM_CLASSES) for i in range(batch)
+    ]
 
 
 def linear_feats(batch=BATCH):
@@ -26,18 +27,20 @@ def linear_feats(batch=BATCH):
 
 def vit_feats(batch=BATCH):
     # The ViT head takes [patch_tokens, cls_token] per stage.
-    return ([torch.rand(batch, IN_CHANNELS, 2, 2),
-             torch.rand(batch, IN_CHANNELS)], )
+    return ([
+        torch.rand(batch, IN_CHANNELS, 2, 2),
+        torch.rand(batch, IN_CHANNELS)
+    ], )
 
 
 FAMILIES = {
-    'linear': (dict(type='BAKEHead'), dict(type='LinearClsHead'),
-               linear_feats),
+    'linear':
+    (dict(type='BAKEHead'), dict(type='LinearClsHead'), linear_feats),
     'vit': (dict(type='BAKEVisionTransformerClsHead', hidden_dim=10),
             dict(type='VisionTransformerClsHead', hidden_dim=10), vit_feats),
     'stacked': (dict(type='BAKEStackedLinearClsHead', mid_channels=[10]),
-                dict(type='StackedLinearClsHead', mid_channels=[10]),
-                linear_feats),
+                dict(type='StackedLinearClsHead',
+                     mid_channels=[10]), linear_feats),
 }
 
 
@@ -63,8 +66,7 @@ def test_head_contract(family):
     # Zero additional parameters: same keys, same shapes.
     assert {k: v.shape for k, v in bake.state_dict().items()} == \
         {k: v.shape for k, v in plain.state_dict().items()}
-    torch.testing.assert_close(bake.pre_logits(feats),
-                               plain.pre_logits(feats))
+    torch.testing.assert_close(bake.pre_logits(feats), plain.pre_logits(feats))
     logits = bake(feats)
     assert logits.shape == (BATCH, NUM_CLASSES)
     torch.testing.assert_close(logits, plain(feats))
@@ -90,8 +92,11 @@ def test_checkpoint_interchange_with_linear_head(tmp_path):
     bake, _, make_feats = build_pair('linear')
     path = tmp_path / 'head.pth'
     torch.save(bake.state_dict(), path)
-    plain = MODELS.build(dict(type='LinearClsHead', num_classes=NUM_CLASSES,
-                              in_channels=IN_CHANNELS))
+    plain = MODELS.build(
+        dict(
+            type='LinearClsHead',
+            num_classes=NUM_CLASSES,
+            in_channels=IN_CHANNELS))
     plain.load_state_dict(torch.load(path, weights_only=True), strict=True)
     feats = make_feats()
     torch.testing.assert_close(plain(feats), bake(feats))
@@ -101,8 +106,12 @@ def test_checkpoint_interchange_with_linear_head(tmp_path):
 
 
 def test_gradient_reaches_logits_not_targets():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    bake_weight=0.7, temperature=3.0, global_ensemble=False)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        bake_weight=0.7,
+        temperature=3.0,
+        global_ensemble=False)
     pre_logits = torch.randn(BATCH, IN_CHANNELS, requires_grad=True)
     loss = head.loss((pre_logits, ), class_aware_samples())['loss_bake']
     loss.backward()
@@ -119,25 +128,32 @@ def test_gradient_reaches_logits_not_targets():
 
 def test_copies_and_pickles_of_a_head_train_the_same():
     import pickle
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    global_ensemble=False)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False)
     feats, samples = linear_feats(), class_aware_samples()
     expected = head.loss(feats, samples)['loss_bake']
     # mmengine's EMA deep-copies the model; spawn-based launchers pickle it.
     for clone in (copy.deepcopy(head), pickle.loads(pickle.dumps(head))):
         assert clone._graphs is not head._graphs and len(clone._graphs) == 0
-        torch.testing.assert_close(clone.loss(feats, samples)['loss_bake'],
-                                   expected)
-    eager = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                     global_ensemble=False, cuda_graph=False)
+        torch.testing.assert_close(
+            clone.loss(feats, samples)['loss_bake'], expected)
+    eager = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False,
+        cuda_graph=False)
     eager.load_state_dict(head.state_dict(), strict=True)
-    torch.testing.assert_close(eager.loss(feats, samples)['loss_bake'],
-                               expected)
+    torch.testing.assert_close(
+        eager.loss(feats, samples)['loss_bake'], expected)
 
 
 def test_training_step_updates_weights_through_bake_term():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    global_ensemble=False)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False)
     losses = head.loss(linear_feats(), class_aware_samples())
     losses['loss_bake'].backward()
     assert head.fc.weight.grad is not None
@@ -149,10 +165,17 @@ def test_training_step_updates_weights_through_bake_term():
     dict(type='LabelSmoothLoss', label_smooth_val=0.1, loss_weight=1.0),
 ])
 def test_cross_entropy_goes_through_loss_module(loss_cfg):
-    bake = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    loss=copy.deepcopy(loss_cfg), global_ensemble=False)
-    plain = MODELS.build(dict(type='LinearClsHead', num_classes=NUM_CLASSES,
-                              in_channels=IN_CHANNELS, loss=loss_cfg))
+    bake = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        loss=copy.deepcopy(loss_cfg),
+        global_ensemble=False)
+    plain = MODELS.build(
+        dict(
+            type='LinearClsHead',
+            num_classes=NUM_CLASSES,
+            in_channels=IN_CHANNELS,
+            loss=loss_cfg))
     plain.load_state_dict(bake.state_dict())
     feats = linear_feats()
     torch.testing.assert_close(
@@ -161,9 +184,11 @@ def test_cross_entropy_goes_through_loss_module(loss_cfg):
 
 
 def test_soft_targets_from_mixup():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    global_ensemble=False, loss=dict(
-                        type='CrossEntropyLoss', use_soft=True))
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False,
+        loss=dict(type='CrossEntropyLoss', use_soft=True))
     samples = class_aware_samples()
     for sample in samples:
         sample.set_gt_score(torch.softmax(torch.randn(NUM_CLASSES), 0))
@@ -173,16 +198,21 @@ def test_soft_targets_from_mixup():
 
 
 def test_cal_acc_and_topk_are_kept():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    cal_acc=True, topk=(1, 2), global_ensemble=False)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        cal_acc=True,
+        topk=(1, 2),
+        global_ensemble=False)
     losses = head.loss(linear_feats(), class_aware_samples())
-    assert set(losses) == {'loss_ce', 'loss_bake', 'accuracy_top-1',
-                           'accuracy_top-2'}
+    assert set(losses) == {
+        'loss_ce', 'loss_bake', 'accuracy_top-1', 'accuracy_top-2'
+    }
 
 
 def test_zero_bake_weight_is_plain_training():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    bake_weight=0.0)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES, in_channels=IN_CHANNELS, bake_weight=0.0)
     assert head.loss(linear_feats(), class_aware_samples())['loss_bake'] == 0
 
 
@@ -190,8 +220,10 @@ def test_non_finite_batch_ensembles_nothing():
     # An overflowing image: nothing is ensembled in that step, so the
     # images with finite logits get no BAKE gradient; the broken one shows
     # in loss_ce (AMP's loss scaler skips such a step).
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    global_ensemble=False)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False)
     feats = torch.rand(BATCH, IN_CHANNELS)
     feats[2, 3] = float('inf')
     feats.requires_grad_(True)
@@ -204,8 +236,10 @@ def test_non_finite_batch_ensembles_nothing():
 
 
 def test_bf16_autocast_gives_finite_losses():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    global_ensemble=False)
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         losses = head.loss(linear_feats(), class_aware_samples())
     assert all(torch.isfinite(v) for v in losses.values())
@@ -213,10 +247,13 @@ def test_bf16_autocast_gives_finite_losses():
 
 
 def test_warns_when_batches_are_not_class_aware():
-    head = BAKEHead(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    global_ensemble=False)
-    shuffled = [DataSample().set_gt_label(i % NUM_CLASSES)
-                for i in range(BATCH)]
+    head = BAKEHead(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        global_ensemble=False)
+    shuffled = [
+        DataSample().set_gt_label(i % NUM_CLASSES) for i in range(BATCH)
+    ]
     with pytest.warns(UserWarning, match='ClassAwareBatchSampler'):
         head.loss(linear_feats(), shuffled)
 
@@ -232,8 +269,8 @@ def test_warns_when_batches_are_not_class_aware():
     (dict(num_classes=0), 'num_classes=0 must be a positive integer'),
 ])
 def test_bad_arguments(kwargs, match):
-    cfg = dict(type='BAKEHead', num_classes=NUM_CLASSES,
-               in_channels=IN_CHANNELS)
+    cfg = dict(
+        type='BAKEHead', num_classes=NUM_CLASSES, in_channels=IN_CHANNELS)
     cfg.update(kwargs)
     with pytest.raises(ValueError, match=match):
         MODELS.build(cfg)
@@ -241,8 +278,8 @@ def test_bad_arguments(kwargs, match):
 
 def test_unsupported_head_families():
     with pytest.raises(ValueError, match='BAKE does not support DeiTClsHead'):
-        MODELS.build(dict(type='BAKEDeiTClsHead', num_classes=10,
-                          in_channels=8))
+        MODELS.build(
+            dict(type='BAKEDeiTClsHead', num_classes=10, in_channels=8))
     with pytest.raises(ValueError, match='distillation'):
         make_bake_head(DeiTClsHead, 'layers.head')
     with pytest.raises(ValueError, match='subclass of mmpretrain ClsHead'):
@@ -266,8 +303,11 @@ def test_make_bake_head_for_a_custom_head():
 
     bake_cls = make_bake_head(TwoLayerHead, final_layer='classifier')
     assert bake_cls.__name__ == 'BAKETwoLayerHead'
-    head = bake_cls(num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                    omega=0.9, global_ensemble=False)
+    head = bake_cls(
+        num_classes=NUM_CLASSES,
+        in_channels=IN_CHANNELS,
+        omega=0.9,
+        global_ensemble=False)
     losses = head.loss(linear_feats(), class_aware_samples())
     assert set(losses) == {'loss_ce', 'loss_bake'}
     assert head.omega == 0.9

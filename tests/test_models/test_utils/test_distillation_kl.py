@@ -19,16 +19,19 @@ def bake_term(feats, logits, omega, temperature, weight, closed_form):
     if closed_form:
         kl = distillation_kl(logits, targets, temperature)
     else:  # the formula as it reads, differentiated by autograd
-        kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), targets,
-                      reduction='batchmean')
+        kl = F.kl_div(
+            F.log_softmax(logits / temperature, dim=1),
+            targets,
+            reduction='batchmean')
     loss = weight * temperature**2 * kl
     loss.backward()
     return loss.detach(), logits.grad
 
 
 @pytest.mark.parametrize('num', [1, 2, 7, 64])
-@pytest.mark.parametrize('omega, temperature, weight',
-                         [(0.5, 4.0, 1.0), (0.9, 1.0, 0.3), (0.0, 2.0, 2.0)])
+@pytest.mark.parametrize('omega, temperature, weight', [(0.5, 4.0, 1.0),
+                                                        (0.9, 1.0, 0.3),
+                                                        (0.0, 2.0, 2.0)])
 def test_loss_and_gradient_equal_autograd(num, omega, temperature, weight):
     feats, logits = random_batch(num, seed=num)
     loss, grad = bake_term(feats, logits, omega, temperature, weight, True)

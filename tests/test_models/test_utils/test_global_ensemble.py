@@ -37,21 +37,25 @@ def ensemble_cases(rank, world_size):
         feats, logits = rank_batch(rank, sizes)
         # Gradients must not flow through the gather.
         feats.requires_grad_(True)
-        targets = knowledge_ensemble(feats, logits, global_ensemble=True,
-                                     ensemble_group_size=group_size)
+        targets = knowledge_ensemble(
+            feats,
+            logits,
+            global_ensemble=True,
+            ensemble_group_size=group_size)
         assert not targets.requires_grad
         out[sizes, group_size] = targets
     try:  # one rank's feature size differs: every rank must raise
-        knowledge_ensemble(torch.randn(4, DIM + rank),
-                           torch.randn(4, CLASSES), global_ensemble=True)
+        knowledge_ensemble(
+            torch.randn(4, DIM + rank),
+            torch.randn(4, CLASSES),
+            global_ensemble=True)
         out['mismatch'] = 'no error'
     except ValueError as err:
         out['mismatch'] = str(err)
     feats, logits = rank_batch(rank, (4, ) * world_size)
     if rank == 1:
         logits[0, 0] = float('nan')
-    out['nonfinite'] = knowledge_ensemble(feats, logits,
-                                          global_ensemble=True)
+    out['nonfinite'] = knowledge_ensemble(feats, logits, global_ensemble=True)
     out['own'] = torch.softmax(logits / 4.0, dim=1)
     return out
 
@@ -85,20 +89,24 @@ def test_global_ensemble_in_process_group(world_size):
             torch.testing.assert_close(
                 targets.double(),
                 expected_targets(rank, sizes, group_size, reference_targets),
-                atol=1e-6, rtol=0)
+                atol=1e-6,
+                rtol=0)
         assert 'same feature and class dimensions' in out['mismatch']
         assert '(16, 7), (17, 7)' in out['mismatch']
         # A NaN on rank 1 makes every rank fall back to its own
         # predictions (no BAKE term), and no rank waits on another.
-        torch.testing.assert_close(out['nonfinite'], out['own'],
-                                   equal_nan=True)
+        torch.testing.assert_close(
+            out['nonfinite'], out['own'], equal_nan=True)
 
 
 def make_head(group_size):
     from mmbake.models import BAKEHead
     torch.manual_seed(0)  # the same weights on every rank
-    return BAKEHead(num_classes=CLASSES, in_channels=DIM, bake_weight=0.7,
-                    ensemble_group_size=group_size)
+    return BAKEHead(
+        num_classes=CLASSES,
+        in_channels=DIM,
+        bake_weight=0.7,
+        ensemble_group_size=group_size)
 
 
 def head_cases(rank, world_size):
@@ -107,8 +115,10 @@ def head_cases(rank, world_size):
     out = {}
     for sizes, group_size in CASES[world_size]:
         feats = rank_batch(rank, sizes)[0].requires_grad_(True)
-        samples = [DataSample().set_gt_label(i // 2 % CLASSES)
-                   for i in range(sizes[rank])]
+        samples = [
+            DataSample().set_gt_label(i // 2 % CLASSES)
+            for i in range(sizes[rank])
+        ]
         loss = make_head(group_size).loss((feats, ), samples)['loss_bake']
         loss.backward()
         out[sizes, group_size] = (loss.detach(), feats.grad)

@@ -35,8 +35,7 @@ def test_matches_explicit_inverse(num, omega, temperature, dtype):
     expected = reference_targets(feats, logits, omega, temperature)
     assert targets.dtype == torch.float32
     assert targets.shape == logits.shape
-    torch.testing.assert_close(targets.double(), expected, atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(targets.double(), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(
         targets.sum(1), torch.ones(num), atol=1e-5, rtol=0)
 
@@ -117,8 +116,11 @@ def test_non_finite_batch_ensembles_nothing(where, bad, num, omega):
     (feats if where == 'feats' else logits)[min(3, num - 1), 1] = bad
     own = F.softmax(logits.double() / 4.0, dim=1)
     torch.testing.assert_close(
-        knowledge_ensemble(feats, logits, omega).double(), own, atol=1e-6,
-        rtol=0, equal_nan=True)
+        knowledge_ensemble(feats, logits, omega).double(),
+        own,
+        atol=1e-6,
+        rtol=0,
+        equal_nan=True)
 
 
 @pytest.mark.parametrize('kwargs, match', [
