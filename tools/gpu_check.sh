@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check mmbake on a CUDA machine in one command, bounded by BUDGET seconds
-# (default 420), and print a verdict with the figures:
+# (default 540), and print a verdict with the figures:
 #   1. the GPU tests (tests/test_models/test_gpu.py): CUDA ensembling equals
 #      the CPU's, fp16 AMP, CUDA graphs equal eager execution (fp32 and
 #      AMP, deep copy, NaN in a captured layout), a graph with a stale
@@ -10,7 +10,9 @@
 #   2. the paired step overhead of BAKEHead against LinearClsHead, AMP,
 #      graphs on and off (benchmarks/bake_overhead.py): ResNet-50, 224 px,
 #      32 local images, then the 8xb32 recipe's 256-image ensemble (the
-#      other 224 rows handed in where the gather would be).
+#      other 224 rows handed in where the gather would be);
+#   3. the real runner, tools/train.py --amp, BAKE ResNet-50 8xb32 beside
+#      its vanilla base on generated JPEGs (benchmarks/runner_speed.py).
 # Usage: bash tools/gpu_check.sh [OUT_DIR]    (logs go to OUT_DIR)
 # Environment: PYTHON (python3), BUDGET (seconds), ROUNDS (step rounds, 40).
 # Without mmengine/mmcv/mmpretrain installed, their wheels in .whl/ (or
@@ -19,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-work_dirs/gpu_check}
 PYTHON=${PYTHON:-python3}
-BUDGET=${BUDGET:-420}
+BUDGET=${BUDGET:-540}
 ROUNDS=${ROUNDS:-40}
 WHEELS=${WHEELS:-.whl}
 DEADLINE=$((SECONDS + BUDGET))
@@ -66,9 +68,12 @@ for ranks in 1 8; do
         --step-repeats "$ROUNDS" --simulate-ranks "$ranks" \
         --goals "$([ "$ranks" = 1 ] && echo 1 || echo 2)" 5
 done
+step runner "$PYTHON" benchmarks/runner_speed.py "$OUT_DIR/runner" --amp \
+    --cfg-options train_dataloader.num_workers=8
 
 echo "== gpu_check.sh verdict ($SECONDS s, $(head -1 "$OUT_DIR/machine.txt"))"
 tail -1 "$OUT_DIR/gpu_tests.log"
 grep -h '^verdict:' "$OUT_DIR"/step_*.log
+grep -h '^runner:' "$OUT_DIR/runner.log"
 echo "tests exit status $tests_status"
 exit "$tests_status"
