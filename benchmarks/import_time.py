@@ -1,8 +1,6 @@
 """How long ``import mmbake`` takes on top of ``import mmpretrain.models``.
 
-Each repetition starts a fresh interpreter that imports mmpretrain.models,
-then mmbake, and reports the wall-clock and CPU seconds of the second step
-alone (the cost a user adds by loading the plugin). Medians are printed.
+Medians, over fresh interpreters, of the wall-clock and CPU seconds::
 
     python benchmarks/import_time.py [--repeats 7]
 """
@@ -27,14 +25,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=7)
     args = parser.parse_args()
-    rows = []
+    rows, cmd = [], [sys.executable, '-c', PROBE]
     for _ in range(args.repeats):
-        out = subprocess.run([sys.executable, '-c', PROBE],
-                             check=True,
-                             capture_output=True,
-                             text=True).stdout
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
         # The last line: importing mmbake logs its compatibility fixes.
-        rows.append([float(x) for x in out.splitlines()[-1].split()])
+        rows.append([float(x) for x in proc.stdout.splitlines()[-1].split()])
     base_wall, base_cpu, add_wall, add_cpu = (
         statistics.median(col) for col in zip(*rows))
     print(f'import mmpretrain.models: {base_wall:.3f} s wall, '

@@ -1,18 +1,14 @@
 """The paired report of a study's results (from benchmarks/study.py).
 
-Writes, beside the results JSON, ``<name>.md`` (per condition: mean +- std
-of every metric per arm, the declared paired differences with the seeds
-each arm wins, top-1 per seed), ``<name>.png`` (the paired differences)
-and, where the runs recorded scores, ``<name>_reliability.png`` (accuracy
-against confidence per bin, one line per arm, seeds pooled)::
+Writes ``<name>.md`` (tables), ``<name>.png`` (paired differences) and, if
+the runs recorded scores, ``<name>_reliability.png`` beside the JSON::
 
-    python benchmarks/report.py \
-        benchmarks/results/budget_map_fashion_mnist.json
+    python benchmarks/report.py benchmarks/results/<name>.json
 """
 import argparse
 import json
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import matplotlib
 
@@ -28,9 +24,7 @@ METRICS = {
 }
 
 
-def mean_std(values: Sequence[float],
-             decimals: int,
-             signed: bool = False) -> str:
+def mean_std(values: List[float], decimals: int, signed: bool = False) -> str:
     """``'m +- s'`` with the sample standard deviation (one value: m)."""
     sign = '+' if signed else ''
     text = f'{statistics.mean(values):{sign}.{decimals}f}'
@@ -41,54 +35,72 @@ def mean_std(values: Sequence[float],
 
 def better(diff: float, mine: float, base: float, rule: str) -> bool:
     """Whether the first arm is better by the metric's rule."""
-    if rule == 'higher':
-        return diff > 0
-    if rule == 'lower':
-        return diff < 0
-    return abs(mine) < abs(base)
+    nearer_0 = abs(mine) < abs(base)
+    return dict(higher=diff > 0, lower=diff < 0).get(rule, nearer_0)
+
+
+def show(group: object) -> str:
+    """A condition as printed (integers with thousands separators)."""
+    return f'{group:,}' if isinstance(group, int) else str(group)
+
+
+def row(cells: List[str]) -> str:
+    """A markdown table row."""
+    return '| ' + ' | '.join(cells) + ' |'
+
+
+def head(cells: List[str]) -> List[str]:
+    """A markdown table head: the first column left-aligned, others right."""
+    return [row(cells), '|---|' + '---:|' * (len(cells) - 1)]
+
+
+def pooled_bins(runs: List[dict]) -> List[tuple]:
+    """(confidence, accuracy) of each non-empty bin, the runs pooled."""
+    sums = [[sum(v) for v in zip(*[r['reliability'][key] for r in runs])]
+            for key in ('count', 'confidence', 'correct')]
+    return [(c / n, a / n) for n, c, a in zip(*sums) if n]
+
+
+def whisker(ax: plt.Axes, x: float, values: List[float], color: str,
+            label: Optional[str]) -> None:
+    """Mean +- std of ``values`` at ``x``, and each value."""
+    std = statistics.stdev(values) if len(values) > 1 else 0
+    mean = statistics.mean(values)
+    ax.errorbar(x, mean, std, fmt='o', color=color, capsize=3, label=label)
+    ax.scatter([x] * len(values), values, s=9, color=color, alpha=0.4)
 
 
 class Report:
-    """Tables and plots of one results file.
-
-    Args:
-        results (dict): The results JSON of a study.
-    """
+    """Tables and plots of a study's results JSON."""
 
     def __init__(self, results: dict) -> None:
         self.study = results['declaration']
         self.runs = results['runs']
         self.arms = list(self.study['arms'])
-        self.groups = sorted({r['group']
-                              for r in self.runs},
-                             key=lambda g: (g is None, g))
+        groups = {r['group'] for r in self.runs}
+        self.groups = sorted(groups, key=lambda g: (g is None, g))
         self.metrics = [m for m in METRICS if all(m in r for r in self.runs)]
+        self.label = self.study.get('group_label', 'condition')
 
     def cell(self, arm: str, group: object) -> Dict[int, dict]:
         """Seed -> run of one arm in one condition."""
-        return {
-            r['seed']: r
-            for r in self.runs if r['arm'] == arm and r['group'] == group
-        }
+        runs = [r for r in self.runs if (r['arm'], r['group']) == (arm, group)]
+        return {r['seed']: r for r in runs}
 
     def paired(self, arm: str, base: str, group: object,
                metric: str) -> List[tuple]:
-        """(seed, difference, arm's value, baseline's) per common seed."""
+        """(difference, arm's value, baseline's) per common seed."""
         mine, theirs = self.cell(arm, group), self.cell(base, group)
-        return [(s, mine[s][metric] - theirs[s][metric], mine[s][metric],
-                 theirs[s][metric]) for s in sorted(set(mine) & set(theirs))]
-
-    def group_title(self, group: object) -> str:
-        label = self.study.get('group_label', 'condition')
-        return f'{label} = {group:,}' if isinstance(group, int) else \
-            f'{label} = {group}'
+        seeds = sorted(set(mine) & set(theirs))
+        values = [(mine[s][metric], theirs[s][metric]) for s in seeds]
+        return [(m - b, m, b) for m, b in values]
 
     def markdown(self) -> str:
         """The tables, one section per condition."""
         lines = [f'# {self.study["name"]}', '', self.study['question'], '']
         for group in self.groups:
             if group is not None:
-                lines += [f'## {self.group_title(group)}', '']
+                lines += [f'## {self.label} = {show(group)}', '']
             lines += self.arm_table(group) + [''] + self.diff_table(group)
             lines += [''] + self.seed_table(group) + ['']
         lines += [
@@ -101,110 +113,69 @@ class Report:
         return '\n'.join(lines)
 
     def arm_table(self, group: object) -> List[str]:
-        heads = ['arm', 'seeds', 'epochs', 'iterations', 'images seen'] + \
-            [METRICS[m][0] for m in self.metrics]
-        lines = [
-            '| ' + ' | '.join(heads) + ' |',
-            '|---|' + '---:|' * (len(heads) - 1)
-        ]
+        lines = head(['arm', 'seeds', 'epochs', 'iterations', 'images seen'] +
+                     [METRICS[m][0] for m in self.metrics])
         for arm in self.arms:
             runs = list(self.cell(arm, group).values())
             if not runs:
                 continue
-            row = [
-                arm,
-                str(len(runs)),
-                str(runs[0]['epochs']), f'{runs[0]["iterations"]:,}',
-                f'{runs[0]["images_seen"]:,}'
-            ]
-            row += [
-                mean_std([r[m] for r in runs], METRICS[m][1])
-                for m in self.metrics
-            ]
-            lines.append('| ' + ' | '.join(row) + ' |')
+            first = runs[0]
+            cells = [arm, str(len(runs)), str(first['epochs'])]
+            cells += [f'{first[k]:,}' for k in ('iterations', 'images_seen')]
+            for m in self.metrics:
+                cells.append(mean_std([r[m] for r in runs], METRICS[m][1]))
+            lines.append(row(cells))
         return lines
 
     def diff_table(self, group: object) -> List[str]:
-        heads = ['paired difference'] + [METRICS[m][0] for m in self.metrics]
-        lines = [
-            '| ' + ' | '.join(heads) + ' |',
-            '|---|' + '---:|' * len(self.metrics)
-        ]
+        lines = head(['paired difference'] +
+                     [METRICS[m][0] for m in self.metrics])
         for arm, base in self.study['compare']:
-            row = [f'{arm} - {base}']
+            cells = [f'{arm} - {base}']
             for metric in self.metrics:
+                _, decimals, rule = METRICS[metric]
                 pairs = self.paired(arm, base, group, metric)
-                if not pairs:
-                    row.append('')
-                    continue
-                wins = sum(
-                    better(d, m, b, METRICS[metric][2])
-                    for _, d, m, b in pairs)
-                row.append(
-                    mean_std([d for _, d, _, _ in pairs],
-                             METRICS[metric][1],
-                             signed=True) +
-                    f' (better in {wins} of {len(pairs)})')
-            lines.append('| ' + ' | '.join(row) + ' |')
+                wins = sum(better(d, m, b, rule) for d, m, b in pairs)
+                diffs = [d for d, _, _ in pairs]
+                cells.append((
+                    mean_std(diffs, decimals, signed=True) +
+                    f' (better in {wins} of {len(pairs)})') if pairs else '')
+            lines.append(row(cells))
         return lines
 
     def seed_table(self, group: object) -> List[str]:
-        arms = [a for a in self.arms if self.cell(a, group)]
-        seeds = sorted({s for a in arms for s in self.cell(a, group)})
-        lines = [
-            '| top-1 (%) by seed | ' + ' | '.join(arms) + ' |',
-            '|---|' + '---:|' * len(arms)
-        ]
-        for seed in seeds:
-            lines.append(f'| {seed} | ' +
-                         ' | '.join(f'{self.cell(a, group)[seed]["top1"]:.2f}'
-                                    if seed in self.cell(a, group) else ''
-                                    for a in arms) + ' |')
+        by_arm = {a: self.cell(a, group) for a in self.arms}
+        arms = [a for a in self.arms if by_arm[a]]
+        lines = head(['top-1 (%) by seed'] + arms)
+        for seed in sorted({s for a in arms for s in by_arm[a]}):
+            runs = [by_arm[a].get(seed) for a in arms]
+            top1 = [f'{r["top1"]:.2f}' if r else '' for r in runs]
+            lines.append(row([str(seed)] + top1))
         return lines
 
     def plot(self, path: str) -> None:
         """Paired differences per condition: mean +- std and each seed."""
         metrics = [m for m in self.metrics if m != 'confidence_gap']
-        fig, axes = plt.subplots(
-            1, len(metrics), figsize=(4.6 * len(metrics), 3.8))
-        axes = [axes] if len(metrics) == 1 else list(axes)
+        n = len(metrics)
+        fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
         pairs = self.study['compare']
-        for ax, metric in zip(axes, metrics):
+        for ax, metric in zip(axes[0], metrics):
             for k, (arm, base) in enumerate(pairs):
                 offset = (k - (len(pairs) - 1) / 2) * 0.12
-                for x, group in enumerate(self.groups):
-                    diffs = [
-                        d
-                        for _, d, _, _ in self.paired(arm, base, group, metric)
-                    ]
-                    if not diffs:
-                        continue
-                    std = statistics.stdev(diffs) if len(diffs) > 1 else 0
-                    ax.errorbar(
-                        x + offset,
-                        statistics.mean(diffs),
-                        std,
-                        fmt='o',
-                        color=f'C{k}',
-                        capsize=3,
-                        label=f'{arm} - {base}' if x == 0 else None)
-                    ax.scatter(
-                        [x + offset] * len(diffs),
-                        diffs,
-                        s=9,
-                        color=f'C{k}',
-                        alpha=0.4)
+                for x, g in enumerate(self.groups):
+                    diffs = [p[0] for p in self.paired(arm, base, g, metric)]
+                    label = f'{arm} - {base}' if x == 0 else None
+                    if diffs:
+                        whisker(ax, x + offset, diffs, f'C{k}', label)
             ax.axhline(0.0, color='0.5', lw=0.8)
             ax.set_xticks(range(len(self.groups)))
-            ax.set_xticklabels([
-                '' if g is None else f'{g:,}' if isinstance(g, int) else str(g)
-                for g in self.groups
-            ])
+            ax.set_xticklabels(
+                ['' if g is None else show(g) for g in self.groups])
             if self.groups != [None]:
-                ax.set_xlabel(self.study.get('group_label', 'condition'))
+                ax.set_xlabel(self.label)
             ax.set_title(
                 f'paired difference, {METRICS[metric][0]}', fontsize=10)
-        axes[0].legend(fontsize=7)
+        axes[0, 0].legend(fontsize=7)
         fig.suptitle(self.study['name'], fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -214,33 +185,21 @@ class Report:
         """Accuracy against confidence per bin; False if no scores."""
         if not all('reliability' in r for r in self.runs):
             return False
-        fig, axes = plt.subplots(
-            1, len(self.groups), figsize=(3.8 * len(self.groups), 3.9))
-        axes = [axes] if len(self.groups) == 1 else list(axes)
-        for ax, group in zip(axes, self.groups):
+        n = len(self.groups)
+        fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.9), squeeze=False)
+        for ax, group in zip(axes[0], self.groups):
             ax.plot([0, 1], [0, 1], '--', color='0.6', lw=0.8)
             for k, arm in enumerate(self.arms):
                 runs = list(self.cell(arm, group).values())
-                if not runs:
-                    continue
-                sums = {
-                    key: [
-                        sum(v)
-                        for v in zip(*[r['reliability'][key] for r in runs])
-                    ]
-                    for key in ('count', 'confidence', 'correct')
-                }
-                points = [(c / n, a / n) for n, c, a in zip(
-                    sums['count'], sums['confidence'], sums['correct']) if n]
-                ax.plot(*zip(*points), 'o-', ms=3, color=f'C{k}', label=arm)
-            ax.set(
-                xlim=(0, 1),
-                ylim=(0, 1),
-                xlabel='confidence',
-                ylabel='accuracy')
-            ax.set_title(
-                '' if group is None else self.group_title(group), fontsize=10)
-        axes[0].legend(fontsize=7)
+                if runs:
+                    points = pooled_bins(runs)
+                    ax.plot(
+                        *zip(*points), 'o-', ms=3, color=f'C{k}', label=arm)
+            lim = (0, 1)
+            ax.set(xlim=lim, ylim=lim, xlabel='confidence', ylabel='accuracy')
+            title = '' if group is None else f'{self.label} = {show(group)}'
+            ax.set_title(title, fontsize=10)
+        axes[0, 0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)

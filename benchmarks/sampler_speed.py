@@ -1,21 +1,8 @@
 """Time ClassAwareBatchSampler at ImageNet-1k scale against a naive scan.
 
-One rank (default: rank 0 of 8) of an ImageNet-sized label set (1,281,167
-labels over 1,000 classes, class sizes 732 to 1,300 as in ImageNet),
-32 images per GPU, num_instances=2. Printed, in one run:
-
-- build: constructing the batch sampler (labels read, class index built);
-- epoch: iterating one rank-epoch of batches (the wrapped DefaultSampler's
-  shuffle included), in both epoch modes, best of ``--repeats``;
-- the plain DefaultSampler + torch BatchSampler epoch, for reference;
-- naive: the reference implementation's approach -- class lists built by a
-  Python scan of the labels, then for every anchor a scan of its class list
-  to drop the anchor and ``np.random.choice`` -- timed on ``--naive-anchors``
-  anchors and extrapolated linearly to the epoch (said so in the output);
-- peak extra memory of build + one epoch: tracemalloc peak (Python and
-  numpy allocations) and growth of the process's peak RSS.
-
-Usage::
+Build and epoch times of one rank (best of ``--repeats``), the naive
+per-anchor class scan (timed on ``--naive-anchors`` anchors, extrapolated)
+and the peak extra memory (docs/sampler.md)::
 
     python benchmarks/sampler_speed.py [--world-size 8 --rank 0 ...]
 """
@@ -37,6 +24,10 @@ from torch.utils.data import BatchSampler
 from mmbake.datasets import ClassAwareBatchSampler
 
 OUR_MODULE = 'mmbake.datasets.samplers.class_aware_batch_sampler'
+# The options (all integers) and their defaults.
+FLAGS = (('num-images', 1_281_167), ('num-classes', 1000), ('world-size', 8),
+         ('rank', 0), ('batch-size', 32), ('num-instances', 2),
+         ('naive-anchors', 3000), ('repeats', 3))
 
 
 class LabelOnlyDataset:
@@ -52,36 +43,25 @@ class LabelOnlyDataset:
         return self.labels
 
 
-def imagenet_like_labels(num_images: int,
-                         num_classes: int,
-                         seed: int = 0) -> np.ndarray:
-    """Shuffled labels with ImageNet-1k's shape of class sizes.
-
-    Most classes are full (1,300 images at ImageNet's size); a few are cut
-    down to 56 % of that (732) until the total is ``num_images``.
-    """
+def imagenet_like_labels(num_images: int, num_classes: int) -> np.ndarray:
+    """Shuffled labels with ImageNet-1k's class sizes: most classes full
+    (1,300 at ImageNet's size), the first ones cut to 56 % of that (732)
+    until the total is ``num_images``."""
     max_size = -(-num_images // num_classes) + 18
-    min_size = round(max_size * 0.563)
-    sizes = np.full(num_classes, max_size)
-    deficit = int(sizes.sum()) - num_images
-    for cls in range(num_classes):
-        cut = min(max_size - min_size, deficit)
-        sizes[cls] -= cut
-        deficit -= cut
-        if deficit == 0:
-            break
-    labels = np.repeat(np.arange(num_classes), sizes)
-    np.random.default_rng(seed).shuffle(labels)
+    max_cut = max_size - round(max_size * 0.563)
+    deficit = num_classes * max_size - num_images
+    cuts = np.clip(deficit - max_cut * np.arange(num_classes), 0, max_cut)
+    labels = np.repeat(np.arange(num_classes), max_size - cuts)
+    np.random.default_rng(0).shuffle(labels)
     return labels
 
 
 @contextmanager
 def as_rank(rank: int, world_size: int) -> Iterator[None]:
     """Make mmengine's sampler and ours believe they run on ``rank``."""
-    with patch('mmengine.dataset.sampler.get_dist_info',
-               return_value=(rank, world_size)), \
-            patch(f'{OUR_MODULE}.get_dist_info',
-                  return_value=(rank, world_size)):
+    info = dict(return_value=(rank, world_size))
+    with patch('mmengine.dataset.sampler.get_dist_info', **info), \
+            patch(f'{OUR_MODULE}.get_dist_info', **info):
         yield
 
 
@@ -98,10 +78,7 @@ def best_of(repeats: int, fn: Callable[[], object]) -> Tuple[float, object]:
 
 def consume(batches) -> int:
     """Iterate like a DataLoader does; return the number of batches."""
-    count = 0
-    for _ in batches:
-        count += 1
-    return count
+    return sum(1 for _ in batches)
 
 
 def naive_class_lists(labels: List[int]) -> dict:
@@ -121,9 +98,8 @@ def naive_mates(anchors: List[int], labels: List[int], class_lists: dict,
         pool = [j for j in class_lists[labels[anchor]] if j != anchor]
         if not pool:
             continue
-        out.extend(
-            np.random.choice(
-                pool, size=num_mates, replace=len(pool) < num_mates))
+        replace = len(pool) < num_mates
+        out.extend(np.random.choice(pool, size=num_mates, replace=replace))
     return out
 
 
@@ -134,14 +110,8 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--num-images', type=int, default=1_281_167)
-    parser.add_argument('--num-classes', type=int, default=1000)
-    parser.add_argument('--world-size', type=int, default=8)
-    parser.add_argument('--rank', type=int, default=0)
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--num-instances', type=int, default=2)
-    parser.add_argument('--naive-anchors', type=int, default=3000)
-    parser.add_argument('--repeats', type=int, default=3)
+    for flag, default in FLAGS:
+        parser.add_argument(f'--{flag}', type=int, default=default)
     args = parser.parse_args()
 
     labels = imagenet_like_labels(args.num_images, args.num_classes)
@@ -174,14 +144,13 @@ def main() -> None:
         # Memory, in a separate pass: tracemalloc slows the timed code.
         del ours, anchors_mode
         gc.collect()
-        tracemalloc.start()
-        consume(build())
-        _, traced_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        tracemalloc.start()
-        consume(plain)
-        _, traced_plain = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        traced = []
+        for batches in (build, lambda: plain):
+            tracemalloc.start()
+            consume(batches())
+            traced.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        traced_peak, traced_plain = traced
 
     anchors_per_batch = args.batch_size // args.num_instances
     epoch_anchors = num_batches * anchors_per_batch
@@ -218,17 +187,16 @@ def main() -> None:
     print(f"  one epoch        {t_naive_epoch_anchors:8.3f} s  ('anchors' "
           'epoch, the reference length)')
     print(f'  build + epoch    {naive_total:8.3f} s')
-    print(f'\nspeed-up, build + epoch: {naive_total / ours_total:,.0f}x; '
+    speedup, peak_mb = naive_total / ours_total, traced_peak / 2**20
+    print(f'\nspeed-up, build + epoch: {speedup:,.0f}x; '
           f'epoch only: {t_naive_epoch / t_epoch:,.0f}x')
     print('peak extra memory, build + one epoch: tracemalloc '
-          f'{traced_peak / 2**20:.1f} MB (plain sampler epoch alone '
+          f'{peak_mb:.1f} MB (plain sampler epoch alone '
           f'{traced_plain / 2**20:.1f} MB, so '
           f'{(traced_peak - traced_plain) / 2**20:.1f} MB on top of it); '
           f'peak RSS growth over all timed runs '
           f'{rss_after - rss_before:.1f} MB')
-    ok = (
-        ours_total <= 0.5 and naive_total / ours_total >= 50
-        and traced_peak / 2**20 < 200)
+    ok = ours_total <= 0.5 and speedup >= 50 and peak_mb < 200
     print('targets (<= 0.5 s build + epoch, >= 50x, < 200 MB): ' +
           ('met' if ok else 'NOT met'))
 

@@ -1,34 +1,10 @@
 """Run a declared training study through the real runner, resumably.
 
-A study is declared in one small Python file (``benchmarks/studies/``)
-that defines ``STUDY``, a dict with:
-
-- ``name``: the results are ``benchmarks/results/<name>.json``;
-- ``question``: what the study answers; any other text keys (``why``,
-  ``tuning``, ...) are kept with it;
-- ``arms``: arm name -> ``dict(config=PATH, options=[KEY=VALUE, ...])``, a
-  config of this repository plus ``--cfg-options`` of ``tools/train.py``;
-- ``runs``: one dict per run, ``arm``, ``seed``, ``group`` (the condition
-  the arms are compared in, e.g. a number of training images; None for a
-  single one), ``epochs``, ``iterations`` (what the final checkpoint must
-  show) and ``options`` (its own ``--cfg-options``);
-- ``compare``: ``[arm, baseline]`` pairs for the paired report;
-- ``record_scores`` (optional): also keep each run's reliability bins, from
-  the test tool's predictions of the final checkpoint.
-
-Every run is one ``tools/train.py`` process (the real runner), seeded with
-``randomness.seed``; the final checkpoint is read back and must show the
-declared epochs, iterations and seed, and every declared option in its
-config. Each verified run is appended to the results JSON at once, so an
-interrupted study resumes where it stopped. The results file keeps the
-declaration and a digest of the code: a changed declaration or changed code
-is refused (declare a new study instead). Run a long study from a clone of
-its own (``git worktree add``), so that editing the working tree does not
-reach the runs still to come::
+Each run of a declaration (``benchmarks/studies/``) is one
+``tools/train.py`` process, verified from its final checkpoint and appended
+to ``benchmarks/results/<name>.json`` at once (docs/accuracy.md)::
 
     python benchmarks/study.py benchmarks/studies/budget_map_fashion_mnist.py
-    python benchmarks/report.py \
-        benchmarks/results/budget_map_fashion_mnist.json
 """
 import argparse
 import hashlib
@@ -60,16 +36,13 @@ RUN_KEYS = ('arm', 'seed', 'group', 'epochs', 'iterations', 'options')
 
 
 def load_study(path: str) -> dict:
-    """Read a declaration and check its shape.
+    """Read a declaration and check its shape (ValueError if wrong).
 
     Args:
         path (str): A Python file defining ``STUDY``.
 
     Returns:
         dict: ``STUDY`` as plain JSON data (tuples become lists).
-
-    Raises:
-        ValueError: Naming what is missing or wrong.
     """
     study = runpy.run_path(path).get('STUDY')
     if not isinstance(study, dict):
@@ -113,8 +86,7 @@ def code_digest(root: str = REPO_ROOT) -> str:
     digest = hashlib.sha256()
     for rel in CODE_PATHS:
         for folder, dirs, names in os.walk(osp.join(root, rel)):
-            dirs[:] = sorted(
-                d for d in dirs if d not in ('__pycache__', '.mim'))
+            dirs[:] = sorted(set(dirs) - {'__pycache__', '.mim'})
             for name in sorted(n for n in names if not n.endswith('.pyc')):
                 path = osp.join(folder, name)
                 digest.update(osp.relpath(path, root).encode())
@@ -127,15 +99,13 @@ def code_state() -> dict:
     """The commit, whether the code paths differ from it, and the digest."""
 
     def git(*args: str) -> str:
-        return subprocess.run(['git', *args],
-                              cwd=REPO_ROOT,
-                              text=True,
-                              capture_output=True).stdout.strip()
+        kwargs = dict(cwd=REPO_ROOT, text=True, capture_output=True)
+        return subprocess.run(['git', *args], **kwargs).stdout.strip()
 
+    status = git('status', '--porcelain', '--', *CODE_PATHS)
     return dict(
         commit=git('rev-parse', 'HEAD') or None,
-        uncommitted=git('status', '--porcelain', '--',
-                        *CODE_PATHS).splitlines(),
+        uncommitted=status.splitlines(),
         digest=code_digest())
 
 
@@ -159,21 +129,17 @@ def save(path: str, data: dict) -> None:
 
 
 def open_results(study: dict, path: str) -> dict:
-    """Load the results of ``study``, or start them.
-
-    Raises:
-        ValueError: If the file holds another declaration, or its runs
-            were made with other code than the working tree holds now.
-    """
+    """Load the results of ``study`` (ValueError if declared or run
+    otherwise), or start them."""
     if not osp.isfile(path):
         return dict(
             declaration=study, code=code_state(), machine=machine(), runs=[])
     with open(path, encoding='utf-8') as f:
         results = json.load(f)
-    if results['declaration'] != study:
+    old = results['declaration']
+    if old != study:
         changed = sorted(
-            k for k in set(study) | set(results['declaration'])
-            if study.get(k) != results['declaration'].get(k))
+            k for k in set(study) | set(old) if study.get(k) != old.get(k))
         raise ValueError(f'{path} was declared differently (keys {changed} '
                          'differ); a declaration never changes: declare a '
                          'new study under another name')
@@ -205,28 +171,23 @@ def verify(ckpt_path: str, run: dict, options: List[str]) -> dict:
     """Check a final checkpoint against its run's declaration.
 
     Args:
-        ckpt_path (str): The run's final checkpoint (written by this study,
-            so unpickled in full).
+        ckpt_path (str): The run's final checkpoint (unpickled in full).
         run (dict): The declared run.
         options (list[str]): Every ``--cfg-options`` the run was given.
 
     Returns:
         dict: ``epochs``, ``iterations`` and ``images_seen`` (iterations
-        times the batch size: the studies use full batches only).
-
-    Raises:
-        RuntimeError: Naming every difference.
+        times the batch size); a RuntimeError names every difference.
     """
     import torch
     from mmengine.config import Config
     meta = torch.load(
         ckpt_path, map_location='cpu', weights_only=False)['meta']
     cfg = Config.fromstring(meta['cfg'], '.py').to_dict()
-    found = dict(
-        epochs=meta['epoch'], iterations=meta['iter'], seed=meta['seed'])
+    found = dict(epochs=meta['epoch'], iterations=meta['iter'])
     wrong = [
-        f'{k} {found[k]} (declared {run[k]})' for k in found
-        if found[k] != run[k]
+        f'{k} {v} (declared {run[k]})'
+        for k, v in dict(found, seed=meta['seed']).items() if v != run[k]
     ]
     for option in options:
         parts, value = parse_option(option)
@@ -240,54 +201,43 @@ def verify(ckpt_path: str, run: dict, options: List[str]) -> dict:
         raise RuntimeError(f'{run_name(run)} did not train as declared: ' +
                            '; '.join(wrong))
     batch = cfg['train_dataloader']['batch_size']
-    return dict(
-        epochs=found['epochs'],
-        iterations=found['iterations'],
-        images_seen=found['iterations'] * batch)
+    return dict(found, images_seen=found['iterations'] * batch)
+
+
+def scalars(work_dir: str) -> str:
+    """The scalar log of the run in ``work_dir``."""
+    return glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0]
 
 
 def final_metrics(work_dir: str, epochs: int) -> dict:
     """The metrics logged by the validation after the final epoch."""
-    paths = glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    with open(paths[0], encoding='utf-8') as f:
+    path = scalars(work_dir)
+    with open(path, encoding='utf-8') as f:
         records = [json.loads(line) for line in f if line.strip()]
     last = [r for r in records if 'accuracy/top1' in r][-1:]
     if not last or last[0]['step'] != epochs:
-        raise RuntimeError(f'no validation after epoch {epochs} in {paths}')
-    return {
-        name: last[0][key]
-        for key, name in METRICS.items() if key in last[0]
-    }
+        raise RuntimeError(f'no validation after epoch {epochs} in {path}')
+    return {v: last[0][k] for k, v in METRICS.items() if k in last[0]}
 
 
 def reliability(pickle_path: str, num_bins: int = 15) -> dict:
     """Reliability bins (and top-1) of the test tool's predictions."""
     import mmengine
-    import numpy as np
     import torch
 
     from mmbake.evaluation import reliability_bins
     samples = mmengine.load(pickle_path)
     scores = torch.stack([s['pred_score'] for s in samples]).double()
     labels = torch.cat([s['gt_label'] for s in samples])
-    confidence, top1 = scores.max(dim=1)
-    correct = (top1 == labels).numpy()
+    confidence, predicted = scores.max(dim=1)
+    correct = (predicted == labels).numpy()
     bins = reliability_bins(confidence.numpy(), correct, num_bins)
-    return dict(
-        top1=100.0 * float(np.mean(correct)),
-        bins={
-            k: v.tolist()
-            for k, v in bins.items()
-        })
+    top1 = 100.0 * float(correct.mean())
+    return dict(top1=top1, bins={k: v.tolist() for k, v in bins.items()})
 
 
 class Study:
-    """Runs the pending runs of a declaration, ``jobs`` at a time.
-
-    Args:
-        study (dict): The declaration (:func:`load_study`).
-        args (argparse.Namespace): The command line.
-    """
+    """Runs the pending runs of a declaration, ``args.jobs`` at a time."""
 
     def __init__(self, study: dict, args: argparse.Namespace) -> None:
         self.study, self.args = study, args
@@ -304,16 +254,12 @@ class Study:
                 [f'randomness.seed={run["seed"]}'])
 
     def command(self, tool: str, run: dict, *args: str) -> List[str]:
-        data = [
-            f'{loader}.dataset.data_root={self.args.data_root}'
-            for loader in LOADERS
-        ] if self.args.data_root else []
+        root = self.args.data_root
+        data = [f'{x}.dataset.data_root={root}'
+                for x in LOADERS] if root else []
         config = osp.join(REPO_ROOT, self.study['arms'][run['arm']]['config'])
-        return [
-            sys.executable,
-            osp.join(REPO_ROOT, 'tools', tool), config, *args, '--cfg-options',
-            *self.options(run), *data
-        ]
+        cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), config]
+        return cmd + [*args, '--cfg-options', *self.options(run), *data]
 
     def say(self, message: str) -> None:
         with self.lock:
@@ -324,18 +270,12 @@ class Study:
         # This clone's mmbake first, whichever one is installed.
         path = os.pathsep.join(
             p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p)
-        env = dict(
-            os.environ,
-            PYTHONPATH=path,
-            OMP_NUM_THREADS=str(self.args.threads),
-            MKL_NUM_THREADS=str(self.args.threads))
+        env = dict(os.environ, PYTHONPATH=path)
+        for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+            env[var] = str(self.args.threads)
         with open(log_path, 'a', encoding='utf-8') as log:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT)
+            out = dict(stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, **out)
             _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
@@ -344,42 +284,34 @@ class Study:
 
     def run_one(self, run: dict) -> None:
         """Train, verify and record one run."""
-        name = run_name(run)
-        log_path = osp.join(self.args.log_dir, f'{name}.log')
-        os.makedirs(self.args.log_dir, exist_ok=True)
+        name, log_dir = run_name(run), self.args.log_dir
+        log_path = osp.join(log_dir, f'{name}.log')
+        os.makedirs(log_dir, exist_ok=True)
         if osp.exists(log_path):
             os.remove(log_path)
         work_dir = tempfile.mkdtemp(prefix=f'study_{name}_')
         self.say(f'start {name}')
         start = time.perf_counter()
         try:
-            cpu = self.execute(
-                self.command('train.py', run, '--work-dir', work_dir),
-                log_path)
+            train = self.command('train.py', run, '--work-dir', work_dir)
+            cpu = self.execute(train, log_path)
             seconds = time.perf_counter() - start
-            record = dict(
-                key=run_key(run),
-                name=name,
-                arm=run['arm'],
-                group=run['group'],
-                seed=run['seed'],
-                **final_metrics(work_dir, run['epochs']))
+            record = dict(key=run_key(run), name=name)
+            record.update({k: run[k] for k in ('arm', 'group', 'seed')})
+            record.update(final_metrics(work_dir, run['epochs']))
             ckpt = osp.join(work_dir, f'epoch_{run["epochs"]}.pth')
             record.update(verify(ckpt, run, self.options(run)))
             if self.study.get('record_scores'):
                 scores = osp.join(work_dir, 'scores.pkl')
-                self.execute(
-                    self.command('test.py', run, ckpt, '--out', scores),
-                    log_path)
+                test = self.command('test.py', run, ckpt, '--out', scores)
+                self.execute(test, log_path)
                 rel = reliability(scores)
                 if abs(rel['top1'] - record['top1']) > 0.02:
                     raise RuntimeError(f'{name}: the test tool gives top-1 '
                                        f'{rel["top1"]}, the training '
                                        f'{record["top1"]}')
                 record['reliability'] = rel['bins']
-            shutil.copy(
-                glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0],
-                osp.join(self.args.log_dir, f'{name}.json'))
+            shutil.copy(scalars(work_dir), osp.join(log_dir, f'{name}.json'))
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         record.update(
@@ -409,28 +341,17 @@ class Study:
         return failures
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse the command line."""
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run (or list) the pending runs of a study."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('study', help='declaration file (benchmarks/studies)')
-    parser.add_argument(
-        '--jobs',
-        type=int,
-        default=2,
-        help='runs at the same time (default 2)')
-    parser.add_argument(
-        '--threads',
-        type=int,
-        help='torch threads per run (default cores // jobs)')
-    parser.add_argument('--data-root', help='data_root of the three loaders')
-    parser.add_argument(
-        '--results', help='default benchmarks/results/'
-        '<name>.json')
-    parser.add_argument(
-        '--log-dir', help='default benchmarks/results/logs/'
-        '<name>')
-    parser.add_argument(
-        '--dry-run',
+    add = parser.add_argument
+    add('study', help='declaration file (benchmarks/studies)')
+    add('--jobs', type=int, default=2, help='runs at the same time')
+    add('--threads', type=int, help='threads per run (default cores // jobs)')
+    add('--data-root', help='data_root of the three loaders')
+    add('--results', help='default benchmarks/results/<name>.json')
+    add('--log-dir', help='default benchmarks/results/logs/<name>')
+    add('--dry-run',
         action='store_true',
         help='print the pending training commands and exit')
     args = parser.parse_args(argv)
@@ -439,26 +360,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     if args.data_root:
         args.data_root = osp.abspath(args.data_root)
-    return args
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    """Run (or list) the pending runs of a study."""
-    args = parse_args(argv)
     sys.path.insert(0, REPO_ROOT)  # this clone's mmbake, as in the runs
     study = load_study(args.study)
     results_dir = osp.join(REPO_ROOT, 'benchmarks', 'results')
-    args.results = args.results or osp.join(results_dir,
-                                            f'{study["name"]}.json')
-    args.log_dir = args.log_dir or osp.join(results_dir, 'logs', study['name'])
+    name = study['name']
+    args.results = args.results or osp.join(results_dir, f'{name}.json')
+    args.log_dir = args.log_dir or osp.join(results_dir, 'logs', name)
     try:
         runner = Study(study, args)
     except ValueError as exc:
         raise SystemExit(f'error: {exc}')
     if args.dry_run:
         for run in runner.pending():
-            print(' '.join(
-                runner.command('train.py', run, '--work-dir', '<tmp>')))
+            cmd = runner.command('train.py', run, '--work-dir', '<tmp>')
+            print(' '.join(cmd))
         return
     failures = runner.run()
     if failures:

@@ -7,18 +7,26 @@ retraining.
 """
 VANILLA = 'configs/fashion_mnist/resnet18_1xb64-vanilla_fashion-mnist.py'
 EPOCHS = 20
+# param_scheduler.1.end: the cosine phase ends where training does.
 OPTIONS = [
-    f'train_cfg.max_epochs={EPOCHS}',
-    f'train_cfg.val_interval={EPOCHS}',
-    # The cosine phase ends where training does.
-    f'param_scheduler.1.end={EPOCHS}',
-    'train_dataloader.dataset.indices=9984',
+    f'train_cfg.max_epochs={EPOCHS}', f'train_cfg.val_interval={EPOCHS}',
+    f'param_scheduler.1.end={EPOCHS}', 'train_dataloader.dataset.indices=9984',
     'train_dataloader.batch_size=64',
     f'default_hooks.checkpoint.interval={EPOCHS}'
 ] + [
     f'{loader}_dataloader.{key}' for loader in ('train', 'val', 'test')
     for key in ('num_workers=0', 'persistent_workers=False')
 ]
+LS = [
+    'model.head.loss.type=LabelSmoothLoss',
+    'model.head.loss.label_smooth_val=0.1'
+]
+ARMS = dict(
+    vanilla=dict(config=VANILLA, options=[]),
+    label_smoothing=dict(config=VANILLA, options=LS),
+    bake=dict(
+        config='configs/bake/resnet18_1xb64_fashion-mnist.py', options=[]))
+RUN = dict(group=None, epochs=EPOCHS, iterations=3120, options=OPTIONS)
 
 STUDY = dict(
     name='accuracy_fashion_mnist',
@@ -30,26 +38,9 @@ STUDY = dict(
     tuning='none: paper defaults, label smoothing 0.1; subset and epochs '
     'fixed in advance by the time budget',
     ran_with='benchmarks/accuracy.py of commit 0129561 (2026-11-26)',
-    arms=dict(
-        vanilla=dict(config=VANILLA, options=[]),
-        label_smoothing=dict(
-            config=VANILLA,
-            options=[
-                'model.head.loss.type=LabelSmoothLoss',
-                'model.head.loss.label_smooth_val=0.1'
-            ]),
-        bake=dict(
-            config='configs/bake/resnet18_1xb64_fashion-mnist.py',
-            options=[])),
+    arms=ARMS,
     runs=[
-        dict(
-            arm=arm,
-            seed=seed,
-            group=None,
-            epochs=EPOCHS,
-            iterations=3120,
-            options=OPTIONS) for seed in range(5)
-        for arm in ('vanilla', 'label_smoothing', 'bake')
+        dict(arm=arm, seed=seed, **RUN) for seed in range(5) for arm in ARMS
     ],
     compare=[['bake', 'vanilla'], ['bake', 'label_smoothing'],
              ['label_smoothing', 'vanilla']],

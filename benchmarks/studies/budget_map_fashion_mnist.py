@@ -3,55 +3,42 @@ compute, from 1,024 to 32,768 Fashion-MNIST training images.
 
 Every run gets the same budget: 1,024 iterations of 128 images (131,072
 images seen), so the first N training images are seen 131,072 / N times.
-Run with::
-
-    python benchmarks/study.py benchmarks/studies/budget_map_fashion_mnist.py \
-        --data-root data/fashion_mnist --jobs 2
 """
 CONFIG = 'benchmarks/configs/resnet18_1xb128-multistep_fashion-mnist.py'
 BATCH_SIZE, ITERATIONS = 128, 1024
 TRAIN_IMAGES = (1024, 8192, 32768)
 SEEDS = (0, 1, 2)
+BS = 'train_dataloader.batch_sampler'
 BAKE = [
     'model.head.type=BAKEHead', 'model.head.omega=0.5',
     'model.head.temperature=4.0', 'model.head.bake_weight=1.0',
-    'train_dataloader.batch_sampler.type=ClassAwareBatchSampler'
+    f'{BS}.type=ClassAwareBatchSampler'
 ]
-ARMS = {
-    'ce': [],
-    'ls': [
+ARMS = dict(
+    ce=[],
+    ls=[
         'model.head.loss.type=LabelSmoothLoss',
         'model.head.loss.label_smooth_val=0.1'
     ],
-    'bake_default':
-    BAKE + [
-        'train_dataloader.batch_sampler.num_instances=2',
-        'train_dataloader.batch_sampler.epoch_mode=images'
-    ],
-    'bake_authors':
-    BAKE + [
-        'train_dataloader.batch_sampler.num_instances=4',
-        'train_dataloader.batch_sampler.epoch_mode=anchors'
-    ],
-}
+    bake_default=BAKE + [f'{BS}.num_instances=2', f'{BS}.epoch_mode=images'],
+    bake_authors=BAKE + [f'{BS}.num_instances=4', f'{BS}.epoch_mode=anchors'])
 
 
-def epochs(arm: str, train_images: int) -> int:
-    """Epochs that give ``ITERATIONS``: an ``'anchors'`` epoch of
-    ``num_instances=4`` makes every image an anchor once (4 N images)."""
-    per_epoch = train_images * (4 if arm == 'bake_authors' else 1)
-    return ITERATIONS * BATCH_SIZE // per_epoch
-
-
-def run_options(arm: str, train_images: int) -> list:
-    num = epochs(arm, train_images)
-    return [
-        f'train_dataloader.dataset.indices={train_images}',
-        f'train_cfg.max_epochs={num}', f'train_cfg.val_interval={num}',
-        f'default_hooks.checkpoint.interval={num}',
+def run(arm: str, n: int, seed: int) -> dict:
+    """``ITERATIONS`` on the first ``n`` images: an ``'anchors'`` epoch of
+    ``num_instances=4`` makes every image an anchor once (4 n images)."""
+    per_epoch = n * (4 if arm == 'bake_authors' else 1)
+    epochs = ITERATIONS * BATCH_SIZE // per_epoch
+    options = [
+        f'train_dataloader.dataset.indices={n}',
+        f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+        f'default_hooks.checkpoint.interval={epochs}',
         f'param_scheduler.0.milestones=[{ITERATIONS // 2},'
         f'{ITERATIONS * 3 // 4}]'
     ]
+    spec = dict(arm=arm, seed=seed, group=n, epochs=epochs)
+    spec.update(iterations=ITERATIONS, options=options)
+    return spec
 
 
 STUDY = dict(
@@ -78,14 +65,8 @@ STUDY = dict(
         for arm, opts in ARMS.items()
     },
     runs=[
-        dict(
-            arm=arm,
-            seed=seed,
-            group=n,
-            epochs=epochs(arm, n),
-            iterations=ITERATIONS,
-            options=run_options(arm, n)) for seed in SEEDS
-        for n in TRAIN_IMAGES for arm in ARMS
+        run(arm, n, seed) for seed in SEEDS for n in TRAIN_IMAGES
+        for arm in ARMS
     ],
     compare=[['bake_default', 'ce'], ['bake_authors', 'ce'],
              ['bake_default', 'ls'], ['bake_authors', 'ls'], ['ls', 'ce']],

@@ -1,11 +1,9 @@
 """Does BAKE's gain survive equal compute? The authors' accounting beside
 same-iteration baselines, 1,024 Fashion-MNIST images, E = 60.
 
-The authors' small-scale BAKE epoch makes every image an anchor once in
-batches of 32 anchors x 4: four times the images and iterations of their
-baseline's epoch. Declared on 2026-11-29 before any run, run at commit
-9bca59d by the script of that time; its results file was converted to the
-format of benchmarks/study.py without retraining.
+Declared on 2026-11-29 before any run, run at commit 9bca59d by the script
+of that time; its results file was converted to the format of
+benchmarks/study.py without retraining.
 """
 CONFIG = 'benchmarks/configs/resnet18_1xb128-multistep_fashion-mnist.py'
 E, PLAIN, AUTHORS = 60, 8, 32  # iterations per epoch of 1,024 images
@@ -39,13 +37,9 @@ def run(arm: str, seed: int) -> dict:
         f'param_scheduler.0.milestones=[{iterations // 2},'
         f'{iterations * 3 // 4}]'
     ]
-    return dict(
-        arm=arm,
-        seed=seed,
-        group=None,
-        epochs=epochs,
-        iterations=iterations,
-        options=options)
+    spec = dict(arm=arm, seed=seed, group=None, epochs=epochs)
+    spec.update(iterations=iterations, options=options)
+    return spec
 
 
 STUDY = dict(
