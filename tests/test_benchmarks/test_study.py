@@ -72,6 +72,29 @@ def test_the_old_studies_reproduced_from_their_json(name, rows, tmp_path):
     assert osp.getsize(paths['plot']) > 0 and 'reliability' not in paths
 
 
+def test_the_budget_map_results_hold_every_declared_run(tmp_path):
+    path = str(tmp_path / 'budget_map_fashion_mnist.json')
+    shutil.copy(osp.join(RESULTS, 'budget_map_fashion_mnist.json'), path)
+    with open(path) as f:
+        results = json.load(f)
+    assert results['declaration'] == study.load_study(MAP)
+    assert results['code']['commit'].startswith('19708c4')
+    runs = results['runs']
+    assert sorted(map(study.run_key, runs)) == sorted(
+        map(study.run_key, results['declaration']['runs']))
+    for run in runs:
+        assert run['iterations'] == 1024 and run['images_seen'] == 131072
+        assert sum(run['reliability']['count']) == 10000  # test images
+        for key in ('top1', 'nll', 'ece', 'confidence_gap'):
+            assert isinstance(run[key], float)
+    # The committed tables are the report of this JSON.
+    paths = report.write_report(path)
+    with open(paths['markdown']) as f, open(
+            osp.join(RESULTS, 'budget_map_fashion_mnist.md')) as g:
+        assert f.read() == g.read()
+    assert osp.getsize(paths['reliability']) > 0
+
+
 def a_checkpoint(path, options, epoch=4, iteration=8, seed=0):
     """A file as the runner saves it: meta with counters and config."""
     cfg = Config.fromfile(
