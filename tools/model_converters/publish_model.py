@@ -11,7 +11,6 @@ data (``dataset_meta``, config text, seed, epoch, versions): it loads with
 import argparse
 import os.path as osp
 import pickle
-import sys
 from typing import Any, List, Optional
 
 import numpy as np
@@ -116,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     try:
         final = publish_checkpoint(args.in_file, args.out_file)
     except (ValueError, pickle.UnpicklingError) as err:
-        sys.exit(f'publish_model.py: error: {args.in_file}: {err}')
+        parser.error(f'{args.in_file}: {err}')
     print(f'Published {final}')
     return final
 
