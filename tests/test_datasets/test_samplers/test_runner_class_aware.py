@@ -130,6 +130,13 @@ def runner_cfg(data_root: str,
         **kwargs)
 
 
+def train(data_root: str, work_dir: str, name: str, **kwargs) -> RecordBatches:
+    """Train the inline config; return its batches and losses."""
+    hook = RecordBatches()
+    Runner(**runner_cfg(data_root, work_dir, name, hook, **kwargs)).train()
+    return hook
+
+
 def assert_class_aware(hook: RecordBatches) -> None:
     for epoch_labels in hook.labels.values():
         for labels in epoch_labels:
@@ -140,10 +147,7 @@ def assert_class_aware(hook: RecordBatches) -> None:
 
 def test_epoch_based_training_and_resume(fashion_mnist_small_root, tmp_path):
     data_root = fashion_mnist_small_root
-    full = RecordBatches()
-    runner = Runner(**runner_cfg(data_root, str(tmp_path /
-                                                'full'), 'cabs_full', full))
-    runner.train()
+    full = train(data_root, str(tmp_path / 'full'), 'cabs_full')
 
     # 'images' epochs: as many images per epoch as a plain sampler.
     assert sorted(full.indices) == [0, 1, 2]
@@ -156,15 +160,12 @@ def test_epoch_based_training_and_resume(fashion_mnist_small_root, tmp_path):
 
     checkpoint = osp.join(str(tmp_path / 'full'), 'epoch_1.pth')
     assert osp.isfile(checkpoint)
-    resumed = RecordBatches()
-    runner = Runner(**runner_cfg(
+    resumed = train(
         data_root,
         str(tmp_path / 'resumed'),
         'cabs_resumed',
-        resumed,
         resume=True,
-        load_from=checkpoint))
-    runner.train()
+        load_from=checkpoint)
     assert sorted(resumed.indices) == [1, 2]
     assert resumed.indices[1] == full.indices[1]
     assert resumed.indices[2] == full.indices[2]
@@ -173,29 +174,23 @@ def test_epoch_based_training_and_resume(fashion_mnist_small_root, tmp_path):
 def test_iteration_based_training_and_resume(fashion_mnist_small_root,
                                              tmp_path):
     data_root = fashion_mnist_small_root
-    full = RecordBatches()
-    runner = Runner(**runner_cfg(
+    full = train(
         data_root,
         str(tmp_path / 'full'),
         'cabs_iter_full',
-        full,
         by_epoch=False,
-        length=6))
-    runner.train()
+        length=6)
     batches = full.indices[0]
     assert len(batches) == 6
     assert_class_aware(full)
 
     checkpoint = osp.join(str(tmp_path / 'full'), 'iter_3.pth')
-    resumed = RecordBatches()
-    runner = Runner(**runner_cfg(
+    resumed = train(
         data_root,
         str(tmp_path / 'resumed'),
         'cabs_iter_resumed',
-        resumed,
         by_epoch=False,
         length=6,
         resume=True,
-        load_from=checkpoint))
-    runner.train()
+        load_from=checkpoint)
     assert resumed.indices[0] == batches[3:]
