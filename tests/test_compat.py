@@ -1,5 +1,4 @@
 """mmbake.compat: each fix works, stays narrow, and is applied once."""
-import glob
 import os
 import pickle
 import signal
@@ -260,51 +259,6 @@ def test_mmengine_launcher_and_ddp_on_cpu(tmp_path):
         assert f'rank {rank}: unpatched init fails' in stdout
         assert f'rank {rank}: unpatched DDP refuses device_ids' in stdout
         assert f'rank {rank}: ok' in stdout
-
-
-# Writes 'old' atomically, then starts to write 'new' and is killed halfway.
-KILLED_WRITER = textwrap.dedent('''
-    import sys, time
-    from mmbake.compat import write_atomically
-
-    path = sys.argv[1]
-    write_atomically(lambda f: f.write(b'old'), path)
-
-    def half_then_wait(f):
-        f.write(b'new, half wri')
-        f.flush()
-        print('WRITING', flush=True)
-        time.sleep(600)
-
-    write_atomically(half_then_wait, path)
-''')
-
-
-def test_write_atomically_survives_a_kill(tmp_path):
-    path = str(tmp_path / 'epoch_2.pth')
-    proc = subprocess.Popen([sys.executable, '-c', KILLED_WRITER, path],
-                            stdout=subprocess.PIPE,
-                            text=True,
-                            start_new_session=True)
-    try:
-        line = proc.stdout.readline()
-        if 'mmbake: compatibility fixes' in line:  # logged at import
-            line = proc.stdout.readline()
-        assert line.strip() == 'WRITING'
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
-    # The final name holds the last complete write; the half-written data
-    # is only in the dead writer's temporary.
-    with open(path, 'rb') as f:
-        assert f.read() == b'old'
-    temporary = str(tmp_path / f'.epoch_2.pth.{proc.pid}.tmp')
-    assert glob.glob(str(tmp_path / '.*.tmp')) == [temporary]
-    # The next write of that name completes and removes the dead temporary.
-    compat.write_atomically(lambda f: f.write(b'new'), path)
-    with open(path, 'rb') as f:
-        assert f.read() == b'new'
-    assert os.listdir(tmp_path) == ['epoch_2.pth']
 
 
 def test_checkpoints_and_pointer_are_written_atomically(tmp_path):

@@ -39,7 +39,7 @@ import multiprocessing
 import os
 from typing import Callable, Dict, Tuple
 
-from .atomic_checkpoints import patch_atomic_checkpoints, write_atomically
+from .atomic_checkpoints import patch_atomic_checkpoints
 from .checkpoint_loading import (allowlist_checkpoint_globals,
                                  checkpoint_is_truncated,
                                  checkpoint_safe_globals,
@@ -57,7 +57,7 @@ __all__ = [
     'checkpoint_safe_globals', 'history_buffer_getattr',
     'load_checkpoint_weights_only', 'weights_only_is_default', 'cpu_only',
     'cpu_module_with_device_ids', 'patch_cpu_dist_init',
-    'patch_cpu_ddp_device_ids', 'patch_atomic_checkpoints', 'write_atomically',
+    'patch_cpu_ddp_device_ids', 'patch_atomic_checkpoints',
     'patch_cpu_amp_optim_wrapper', 'patch_resume_config_exec'
 ]
 
