@@ -18,22 +18,22 @@ def check_bake_args(omega: float,
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    group = ensemble_group_size
-    for name, value, ok, allowed in (
-        ('omega', omega, number(omega)
-         and 0 <= omega < 1, 'a float in [0, 1)'),
-        ('temperature', temperature, number(temperature)
-         and temperature > 0, 'a float > 0'),
-        ('ensemble_group_size', group, group is None
-         or number(group) and isinstance(group, int) and group >= 1,
-         'None or an int >= 1'),
-        ('bake_weight', bake_weight, number(bake_weight)
-         and bake_weight >= 0, 'a float >= 0'),
-        ('cuda_graph', cuda_graph, isinstance(cuda_graph,
-                                              bool), 'True or False'),
-    ):
+    def check(name: str, value, ok: bool, allowed: str) -> None:
         if not ok:
             raise ValueError(f'{name} must be {allowed}, but got {value!r}.')
+
+    group = ensemble_group_size
+    check('omega', omega,
+          number(omega) and 0 <= omega < 1, 'a float in [0, 1)')
+    check('temperature', temperature,
+          number(temperature) and temperature > 0, 'a float > 0')
+    whole = isinstance(group, int) and not isinstance(group, bool)
+    check('ensemble_group_size', group, group is None or whole and group >= 1,
+          'None or an int >= 1')
+    check('bake_weight', bake_weight,
+          number(bake_weight) and bake_weight >= 0, 'a float >= 0')
+    check('cuda_graph', cuda_graph, isinstance(cuda_graph, bool),
+          'True or False')
 
 
 def _soften(feats: torch.Tensor, logits: torch.Tensor,
