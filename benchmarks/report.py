@@ -21,7 +21,17 @@ METRICS = {
     'nll': ('NLL (nats)', 4, 'lower'),
     'ece': ('ECE (%)', 2, 'lower'),
     'confidence_gap': ('confidence - accuracy (points)', 2, 'nearer 0'),
+    # Temperature scaling (a study's ``calibrate``): the fitted T and the
+    # test metrics of the folded model.
+    'temperature': ('temperature T', 3, None),
+    'top1_ts': ('top-1 after T (%)', 2, 'higher'),
+    'nll_ts': ('NLL after T (nats)', 4, 'lower'),
+    'ece_ts': ('ECE after T (%)', 2, 'lower'),
+    'confidence_gap_ts':
+    ('confidence - accuracy after T (points)', 2, 'nearer 0'),
 }
+# Scores recorded per run: before and, with ``calibrate``, after scaling.
+RELIABILITY = (('reliability', ''), ('reliability_ts', ', after T'))
 
 
 def mean_std(values: List[float], decimals: int, signed: bool = False) -> str:
@@ -54,9 +64,9 @@ def head(cells: List[str]) -> List[str]:
     return [row(cells), '|---|' + '---:|' * (len(cells) - 1)]
 
 
-def pooled_bins(runs: List[dict]) -> List[tuple]:
+def pooled_bins(runs: List[dict], field: str = 'reliability') -> List[tuple]:
     """(confidence, accuracy) of each non-empty bin, the runs pooled."""
-    sums = [[sum(v) for v in zip(*[r['reliability'][key] for r in runs])]
+    sums = [[sum(v) for v in zip(*[r[field][key] for r in runs])]
             for key in ('count', 'confidence', 'correct')]
     return [(c / n, a / n) for n, c, a in zip(*sums) if n]
 
@@ -137,9 +147,9 @@ class Report:
                 pairs = self.paired(arm, base, group, metric)
                 wins = sum(better(d, m, b, rule) for d, m, b in pairs)
                 diffs = [d for d, _, _ in pairs]
-                cells.append((
-                    mean_std(diffs, decimals, signed=True) +
-                    f' (better in {wins} of {len(pairs)})') if pairs else '')
+                wins = f' (better in {wins} of {len(pairs)})' if rule else ''
+                cells.append((mean_std(diffs, decimals, signed=True) +
+                              wins) if pairs else '')
             lines.append(row(cells))
         return lines
 
@@ -155,7 +165,10 @@ class Report:
 
     def plot(self, path: str) -> None:
         """Paired differences per condition: mean +- std and each seed."""
-        metrics = [m for m in self.metrics if m != 'confidence_gap']
+        metrics = [
+            m for m in self.metrics
+            if not m.startswith('confidence_gap') and m != 'temperature'
+        ]
         n = len(metrics)
         fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
         pairs = self.study['compare']
@@ -182,23 +195,34 @@ class Report:
         plt.close(fig)
 
     def plot_reliability(self, path: str) -> bool:
-        """Accuracy against confidence per bin; False if no scores."""
-        if not all('reliability' in r for r in self.runs):
+        """Accuracy against confidence per bin (a second row after
+        temperature scaling, where recorded); False if no scores."""
+        fields = [(f, t) for f, t in RELIABILITY
+                  if all(f in r for r in self.runs)]
+        if not fields:
             return False
-        n = len(self.groups)
-        fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.9), squeeze=False)
-        for ax, group in zip(axes[0], self.groups):
-            ax.plot([0, 1], [0, 1], '--', color='0.6', lw=0.8)
-            for k, arm in enumerate(self.arms):
-                runs = list(self.cell(arm, group).values())
-                if runs:
-                    points = pooled_bins(runs)
-                    ax.plot(
-                        *zip(*points), 'o-', ms=3, color=f'C{k}', label=arm)
-            lim = (0, 1)
-            ax.set(xlim=lim, ylim=lim, xlabel='confidence', ylabel='accuracy')
-            title = '' if group is None else f'{self.label} = {show(group)}'
-            ax.set_title(title, fontsize=10)
+        n, rows = len(self.groups), len(fields)
+        fig, axes = plt.subplots(
+            rows, n, figsize=(3.8 * n, 3.9 * rows), squeeze=False)
+        for (field, tag), ax_row in zip(fields, axes):
+            for ax, group in zip(ax_row, self.groups):
+                ax.plot([0, 1], [0, 1], '--', color='0.6', lw=0.8)
+                for k, arm in enumerate(self.arms):
+                    runs = list(self.cell(arm, group).values())
+                    if runs:
+                        points = pooled_bins(runs, field)
+                        ax.plot(
+                            *zip(*points),
+                            'o-',
+                            ms=3,
+                            color=f'C{k}',
+                            label=arm)
+                lim = (0, 1)
+                ax.set(
+                    xlim=lim, ylim=lim, xlabel='confidence', ylabel='accuracy')
+                title = '' if group is None else \
+                    f'{self.label} = {show(group)}'
+                ax.set_title(title + tag, fontsize=10)
         axes[0, 0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=110)

@@ -63,6 +63,11 @@ def load_study(path: str) -> dict:
         if str(run_key(run)) in seen:
             raise ValueError(f'{path}: run declared twice: {run_key(run)}')
         seen.add(str(run_key(run)))
+    calibrate = study.get('calibrate', dict(config='', options=[]))
+    if not isinstance(calibrate, dict) or \
+            set(calibrate) != {'config', 'options'}:
+        raise ValueError(f'{path}: calibrate must be a dict with exactly '
+                         f'the keys config and options, got {calibrate!r}')
     for pair in study['compare']:
         if len(pair) != 2 or not set(pair) <= set(study['arms']):
             raise ValueError(f'{path}: compare holds [arm, baseline] pairs '
@@ -220,20 +225,22 @@ def final_metrics(work_dir: str, epochs: int) -> dict:
     return {v: last[0][k] for k, v in METRICS.items() if k in last[0]}
 
 
-def reliability(pickle_path: str, num_bins: int = 15) -> dict:
-    """Reliability bins (and top-1) of the test tool's predictions."""
+def scored(pickle_path: str, num_bins: int = 15) -> dict:
+    """Top-1, calibration metrics and reliability bins of the test tool's
+    predictions."""
     import mmengine
     import torch
 
-    from mmbake.evaluation import reliability_bins
+    from mmbake.evaluation import Calibration, reliability_bins
     samples = mmengine.load(pickle_path)
     scores = torch.stack([s['pred_score'] for s in samples]).double()
     labels = torch.cat([s['gt_label'] for s in samples])
     confidence, predicted = scores.max(dim=1)
     correct = (predicted == labels).numpy()
     bins = reliability_bins(confidence.numpy(), correct, num_bins)
-    top1 = 100.0 * float(correct.mean())
-    return dict(top1=top1, bins={k: v.tolist() for k, v in bins.items()})
+    result = Calibration.calculate(scores, labels, num_bins)
+    result.update(top1=100.0 * float(correct.mean()))
+    return dict(result, bins={k: v.tolist() for k, v in bins.items()})
 
 
 class Study:
@@ -253,13 +260,24 @@ class Study:
         return (self.study['arms'][run['arm']]['options'] + run['options'] +
                 [f'randomness.seed={run["seed"]}'])
 
-    def command(self, tool: str, run: dict, *args: str) -> List[str]:
-        root = self.args.data_root
-        data = [f'{x}.dataset.data_root={root}'
-                for x in LOADERS] if root else []
-        config = osp.join(REPO_ROOT, self.study['arms'][run['arm']]['config'])
-        cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), config]
-        return cmd + [*args, '--cfg-options', *self.options(run), *data]
+    def command(self,
+                tool: str,
+                run: dict,
+                *args: str,
+                config: Optional[str] = None,
+                options: Optional[List[str]] = None) -> List[str]:
+        """A tool's command line for ``run``: its arm's config, ``args``,
+        the run's options and ``--data-root`` as ``--cfg-options``.
+        ``config`` and ``options`` (a ``calibrate`` declaration) replace the
+        arm's config and the ``--data-root`` options."""
+        if config is None:
+            config = self.study['arms'][run['arm']]['config']
+            root = self.args.data_root
+            options = [f'{x}.dataset.data_root={root}'
+                       for x in LOADERS] if root else []
+        cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool)]
+        cmd += [osp.join(REPO_ROOT, config), *args, '--cfg-options']
+        return cmd + [*self.options(run), *options]
 
     def say(self, message: str) -> None:
         with self.lock:
@@ -282,6 +300,48 @@ class Study:
             raise RuntimeError(f'exit {proc.returncode}; see {log_path}')
         return usage.ru_utime + usage.ru_stime
 
+    def test(self, run: dict, ckpt: str, log_path: str, top1: float) -> dict:
+        """:func:`scored` of the test tool's predictions with ``ckpt``,
+        whose top-1 must be ``top1`` (RuntimeError otherwise)."""
+        scores = osp.splitext(ckpt)[0] + '_scores.pkl'
+        self.execute(
+            self.command('test.py', run, ckpt, '--out', scores), log_path)
+        result = scored(scores)
+        if abs(result['top1'] - top1) > 0.02:
+            raise RuntimeError(f'{run_name(run)}: the test tool gives top-1 '
+                               f'{result["top1"]} with {ckpt}, expected '
+                               f'{top1}')
+        return result
+
+    def calibrate(self, run: dict, ckpt: str, log_path: str,
+                  record: dict) -> dict:
+        """Fit and fold a temperature with ``calibrate.py`` on the
+        declaration's held-out images; test the folded checkpoint.
+
+        Returns:
+            dict: ``temperature``, the test metrics after scaling
+            (``<metric>_ts``, top-1 unchanged or RuntimeError), their
+            reliability bins and the fit's metrics on the held-out images.
+        """
+        import torch
+        spec = self.study['calibrate']
+        out = osp.splitext(ckpt)[0] + '_calibrated.pth'
+        self.execute(
+            self.command('analysis_tools/calibrate.py', run, ckpt, '--out',
+                         out, **spec), log_path)
+        fit = torch.load(out, weights_only=True)['meta']['calibration']
+        after = self.test(run, out, log_path, record['top1'])
+        found = {f'{m}_ts': after[m] for m in ('top1', 'nll', 'ece',
+                                                'confidence_gap')}
+        found.update(
+            temperature=fit['temperature'],
+            reliability_ts=after['bins'],
+            heldout=dict(
+                images=fit['num_images'],
+                before=fit['before'],
+                after=fit['after']))
+        return found
+
     def run_one(self, run: dict) -> None:
         """Train, verify and record one run."""
         name, log_dir = run_name(run), self.args.log_dir
@@ -302,15 +362,10 @@ class Study:
             ckpt = osp.join(work_dir, f'epoch_{run["epochs"]}.pth')
             record.update(verify(ckpt, run, self.options(run)))
             if self.study.get('record_scores'):
-                scores = osp.join(work_dir, 'scores.pkl')
-                test = self.command('test.py', run, ckpt, '--out', scores)
-                self.execute(test, log_path)
-                rel = reliability(scores)
-                if abs(rel['top1'] - record['top1']) > 0.02:
-                    raise RuntimeError(f'{name}: the test tool gives top-1 '
-                                       f'{rel["top1"]}, the training '
-                                       f'{record["top1"]}')
+                rel = self.test(run, ckpt, log_path, record['top1'])
                 record['reliability'] = rel['bins']
+            if self.study.get('calibrate'):
+                record.update(self.calibrate(run, ckpt, log_path, record))
             shutil.copy(scalars(work_dir), osp.join(log_dir, f'{name}.json'))
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)

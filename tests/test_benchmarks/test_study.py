@@ -16,6 +16,8 @@ report = load_script('benchmarks/report.py')
 STUDIES = osp.join(REPO_ROOT, 'benchmarks', 'studies')
 RESULTS = osp.join(REPO_ROOT, 'benchmarks', 'results')
 MAP = osp.join(STUDIES, 'budget_map_fashion_mnist.py')
+HELDOUT = ('benchmarks/configs/resnet18_1xb128-multistep_'
+           'fashion-mnist-heldout.py')
 
 
 def test_the_budget_map_as_declared():
@@ -149,19 +151,25 @@ STUDY = dict(
         f'train_cfg.val_interval={{e}}',
         f'default_hooks.checkpoint.interval={{e}}'])
           for arm, e in EPOCHS.items()],
-    compare={compare!r}, group_label='images')
+    compare={compare!r}, group_label='images',
+    calibrate=dict(config={heldout!r}, options=[
+        'val_dataloader.dataset.dataset.data_root=' + {root!r},
+        'val_dataloader.dataset.num_splits=2',
+        'val_dataloader.dataset.fold=1']))
 '''
 
 
-def declare(path, compare):
+def declare(path, compare, data_root):
     with open(path, 'w') as f:
-        f.write(SMOKE.format(map=MAP, compare=compare))
+        f.write(
+            SMOKE.format(
+                map=MAP, compare=compare, heldout=HELDOUT, root=data_root))
     return str(path)
 
 
 def test_smoke_study_of_every_arm(fashion_mnist_small_root, tmp_path, capsys):
     compare = [['bake_default', 'ce'], ['bake_authors', 'ls']]
-    decl = declare(tmp_path / 'smoke.py', compare)
+    decl = declare(tmp_path / 'smoke.py', compare, fashion_mnist_small_root)
     results = str(tmp_path / 'smoke.json')
     argv = [
         decl, '--data-root', fashion_mnist_small_root, '--results', results,
@@ -178,8 +186,14 @@ def test_smoke_study_of_every_arm(fashion_mnist_small_root, tmp_path, capsys):
         assert (run['iterations'], run['images_seen']) == (8, 128)
         assert 0 <= run['top1'] <= 100 and run['nll'] > 0
         assert -100 <= run['confidence_gap'] <= 100
-        # The reliability bins hold the 200 test images.
+        # The reliability bins hold the 200 test images, before and after
+        # temperature scaling (fitted on the last 160 training images).
         assert sum(run['reliability']['count']) == 200
+        assert sum(run['reliability_ts']['count']) == 200
+        assert run['heldout']['images'] == 160 and run['temperature'] > 0
+        assert run['top1_ts'] == run['top1']
+        assert run['heldout']['after']['nll'] <= run['heldout']['before'][
+            'nll']
         assert osp.isfile(tmp_path / 'logs' / f'{run["name"]}.json')
     assert data['code']['digest'] == study.code_digest()
 
@@ -191,7 +205,7 @@ def test_smoke_study_of_every_arm(fashion_mnist_small_root, tmp_path, capsys):
         assert json.load(f) == data
 
     # A changed declaration is refused, naming what changed.
-    declare(tmp_path / 'smoke.py', compare[:1])
+    declare(tmp_path / 'smoke.py', compare[:1], fashion_mnist_small_root)
     with pytest.raises(SystemExit, match=r"keys \['compare'\] differ"):
         study.main(argv)
 

@@ -167,10 +167,47 @@ class BAKEHead(BAKEMixin, LinearClsHead):
     """
 
 
+# The layer (dotted path) that gives the logits of mmpretrain's heads that
+# have a BAKE version.
+FINAL_LAYERS = {
+    LinearClsHead: 'fc',
+    VisionTransformerClsHead: 'layers.head',
+    StackedLinearClsHead: 'fc',
+}
+
 BAKEVisionTransformerClsHead = MODELS.register_module(
-    module=make_bake_head(VisionTransformerClsHead, 'layers.head'))
+    module=make_bake_head(VisionTransformerClsHead,
+                          FINAL_LAYERS[VisionTransformerClsHead]))
 BAKEStackedLinearClsHead = MODELS.register_module(
-    module=make_bake_head(StackedLinearClsHead, 'fc'))
+    module=make_bake_head(StackedLinearClsHead,
+                          FINAL_LAYERS[StackedLinearClsHead]))
+
+
+def final_layer_of(head: nn.Module) -> nn.Module:
+    """The layer that maps a head's ``pre_logits`` to its logits.
+
+    Args:
+        head (nn.Module): A BAKE head (any :class:`BAKEMixin`, also from
+            :func:`make_bake_head`) or one of the mmpretrain heads of
+            :data:`FINAL_LAYERS` (exactly that class, not a subclass, which
+            may compute its logits otherwise).
+
+    Returns:
+        nn.Module: The final layer.
+
+    Raises:
+        ValueError: For any other head, naming the supported ones.
+    """
+    if isinstance(head, BAKEMixin):
+        return head.final_layer
+    path = FINAL_LAYERS.get(type(head))
+    if path is None:
+        supported = list(SUPPORTED_HEADS) + [c.__name__ for c in FINAL_LAYERS]
+        raise ValueError(
+            f'{type(head).__name__} is not a head whose logits are one final '
+            f'layer applied to pre_logits; supported: {", ".join(supported)} '
+            'and make_bake_head() products')
+    return reduce(getattr, path.split('.'), head)
 
 
 def _unsupported(name: str) -> type:
