@@ -331,8 +331,8 @@ class Study:
                          out, **spec), log_path)
         fit = torch.load(out, weights_only=True)['meta']['calibration']
         after = self.test(run, out, log_path, record['top1'])
-        found = {f'{m}_ts': after[m] for m in ('top1', 'nll', 'ece',
-                                                'confidence_gap')}
+        names = ('top1', 'nll', 'ece', 'confidence_gap')
+        found = {f'{m}_ts': after[m] for m in names}
         found.update(
             temperature=fit['temperature'],
             reliability_ts=after['bins'],
