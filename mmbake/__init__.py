@@ -1,12 +1,13 @@
 """mmbake: BAKE self-distillation as a plugin for mmpretrain.
 
-Importing the package registers every mmbake type into mmpretrain's
-registries (``mmpretrain.registry.MODELS``, ``DATA_SAMPLERS``,
-``TRANSFORMS``, ``HOOKS`` and ``METRICS``), so that configs with
+Importing the package only registers: every mmbake type goes into
+mmpretrain's registries (``MODELS``, ``DATA_SAMPLERS``, ``TRANSFORMS``,
+``HOOKS``, ``OPTIM_WRAPPERS`` and ``METRICS``), so that configs with
 ``default_scope='mmpretrain'`` find them after
-``custom_imports=dict(imports=['mmbake'])``.
+``custom_imports=dict(imports=['mmbake'])``, and the model zoo into
+mmpretrain's ``ModelHub``. Nothing of mmengine, mmpretrain or torch is
+replaced (the opt-in :mod:`mmbake.compat` is imported only by name).
 """
-from . import compat  # noqa: F401  (applies the narrow compatibility fixes)
 from .datasets import *  # noqa: F401,F403
 from .engine import *  # noqa: F401,F403
 from .evaluation import *  # noqa: F401,F403

@@ -18,12 +18,6 @@ import pytest
 
 from tests.script_utils import load_script
 
-# The suite tests mmbake with its compatibility fixes on, in this process
-# and in the tools it starts; tests of MMBAKE_COMPAT=0 set it in a
-# subprocess of their own. A value left in the shell must not fail the
-# tests that rely on the fixes.
-os.environ['MMBAKE_COMPAT'] = '1'
-
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PREPARE_TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                         'prepare_fashion_mnist.py')
@@ -105,6 +99,21 @@ def tiny_cfg_options(fashion_mnist_small_root) -> List[str]:
             f'{loader}.persistent_workers=False',
         ]
     return options
+
+
+@pytest.fixture(scope='session')
+def mmbake_modules() -> str:
+    """The modules of torch, mmengine, mmpretrain and mmcv that ``import
+    mmbake`` loads, comma-separated, for ``tests/identity_snapshot.py
+    --preload``."""
+    from tests.identity_snapshot import report
+    result = subprocess.run([sys.executable, '-m', 'tests.identity_snapshot'],
+                            cwd=REPO_ROOT,
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ','.join(report(result.stdout)['watched_modules'])
 
 
 def free_port() -> int:

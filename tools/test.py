@@ -3,7 +3,8 @@
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
 
 Several processes go through ``tools/dist_test.sh``. As in
-``tools/train.py``: ``mmbake`` is imported; bad input (also a checkpoint
+``tools/train.py``: ``mmbake`` is imported, with ``SafeCheckpointHook``
+and gloo without GPU; bad input (also a checkpoint
 that is truncated or holds objects the weights-only unpickler refuses) ends
 with one ``error:`` line and exit status 2; the test top-1 is printed last;
 distributed processes leave through ``os._exit``.
@@ -65,8 +66,8 @@ def merge_args(args: argparse.Namespace) -> Config:
     if args.show_dir is not None:
         hooks = cfg.get('default_hooks', {})
         if 'visualization' not in hooks:
-            raise SystemExit(
-                'error: --show-dir needs default_hooks.visualization='
+            raise ValueError(
+                '--show-dir needs default_hooks.visualization='
                 'dict(type="VisualizationHook") in the config (mmpretrain\'s '
                 'default_runtime has it)')
         hooks.visualization.enable = True
@@ -78,16 +79,15 @@ def merge_args(args: argparse.Namespace) -> Config:
 def main(argv: Optional[List[str]] = None) -> None:
     """Test from the command line."""
     args = parse_args(argv)
-    # Registers the BAKE types and applies mmbake.compat, also for configs
-    # without custom_imports.
+    # Registers the BAKE types, also for configs without custom_imports.
     import mmengine
     from mmengine.evaluator import DumpResults
 
     import mmbake  # noqa: F401
-    from mmbake.compat import load_checkpoint_weights_only
+    from mmbake.utils import load_checkpoint_weights_only
 
-    cfg = merge_args(args)
     with errors_as_one_line():
+        cfg = merge_args(args)
         check_data_paths(cfg, LOADERS)
         # Refuse a truncated file or one holding code before building
         # anything (mmengine would load it inside runner.test()).

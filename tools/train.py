@@ -3,14 +3,15 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]]
 
 Several processes go through ``tools/dist_train.sh``. Unlike mmpretrain's
-tool: ``mmbake`` is imported (its types and compatibility fixes); bad input
-(command line, config, data that is not there or whose labels the head has
-no class for) ends with one ``error:`` line and exit status 2
-(``MMBAKE_DEBUG=1`` shows the traceback); ``--resume`` checks the checkpoint
-first, skips one cut short by a kill and reuses its seed when the config has
-none; ``--amp`` also works without GPU (bfloat16); the final validation
+tool: ``mmbake`` is imported; the runner gets ``SafeCheckpointHook`` and,
+without GPU, gloo (``mmbake_tools.cli.new_runner``); bad input (command
+line, config, missing data, labels the head has no class for) ends with
+one ``error:`` line and exit status 2 (``MMBAKE_DEBUG=1``: the
+traceback); ``--resume`` checks the checkpoint first, skips one cut short
+by a kill and reuses its seed when the config has none; ``--amp`` without
+GPU trains in bfloat16 (``BFloat16OptimWrapper``); the final validation
 top-1 is printed last, by every rank; distributed processes leave through
-``os._exit`` after tearing down the process group.
+``os._exit``.
 """
 import argparse
 import glob
@@ -65,7 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(f'--resume checkpoint not found: {args.resume} (give '
                      'an existing checkpoint file, or --resume alone to '
                      'continue from the latest checkpoint in the work dir)')
-    from mmbake.compat import checkpoint_is_truncated
+    from mmbake.utils import checkpoint_is_truncated
     if checkpoint_is_truncated(args.resume):
         parser.error(f'--resume checkpoint {args.resume} is not complete: '
                      'the file was cut short (e.g. the run was killed while '
@@ -77,25 +78,31 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def merge_args(args: argparse.Namespace) -> Config:
     """Load the config and fold the command-line arguments into it."""
     cfg = load_config(args, LOADERS, persistent_workers=True)
-    if args.amp:
-        from mmengine.device import (is_cuda_available, is_mlu_available,
-                                     is_npu_available)
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        if not (is_cuda_available() or is_npu_available()
-                or is_mlu_available()):
-            # CPU autocast runs in bfloat16 only (mmbake.compat lets
-            # AmpOptimWrapper build without GPU).
-            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
     if args.resume is not None:
         cfg.resume = True
         cfg.load_from = None if args.resume == 'auto' else args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
-            raise SystemExit('error: --auto-scale-lr needs auto_scale_lr='
+            raise ValueError('--auto-scale-lr needs auto_scale_lr='
                              'dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
     apply_cfg_options(cfg, args, LOADERS)
+    wrapper = cfg.optim_wrapper
+    if args.amp or wrapper.get('type') == 'AmpOptimWrapper':
+        from mmbake.utils import cpu_only
+        if not cpu_only():
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.setdefault('loss_scale', 'dynamic')
+        elif wrapper.get('dtype') not in (None, 'bfloat16'):
+            raise ValueError("optim_wrapper.dtype must be 'bfloat16' (the "
+                             'only dtype of CPU autocast), but got '
+                             f"{wrapper.dtype!r}")
+        else:
+            # mmengine's AmpOptimWrapper asserts a GPU; bfloat16 autocast
+            # needs no loss scaling.
+            wrapper.type = 'BFloat16OptimWrapper'
+            wrapper.pop('dtype', None)
+            wrapper.pop('loss_scale', None)
     # After the --cfg-options merge, so that options for the val dataloader
     # (shared with test-time settings) do not clash with its removal.
     if args.no_validate:
@@ -106,13 +113,10 @@ def merge_args(args: argparse.Namespace) -> Config:
 
 
 def _find_resume_checkpoint(work_dir: str) -> Optional[str]:
-    """``<work_dir>/last_checkpoint``'s checkpoint (None without pointer).
-
-    A pointer that is empty or names a missing or truncated file (a kill
-    while saving, with an mmengine that writes in place) gives way to the
-    newest complete ``*.pth`` of the work dir, with a warning.
-    """
-    from mmbake.compat import checkpoint_is_truncated
+    """``<work_dir>/last_checkpoint``'s checkpoint (None without pointer);
+    if it is empty or names a missing or truncated file (a kill while
+    mmengine's CheckpointHook saved), the newest complete ``*.pth``."""
+    from mmbake.utils import checkpoint_is_truncated
 
     pointer = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(pointer):
@@ -141,15 +145,12 @@ def _find_resume_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def _prepare_resume(cfg: Config) -> None:
-    """Pick and check the checkpoint to resume from; take over its seed.
-
-    The checkpoint is read with the weights-only unpickler first, so that a
-    truncated file or one holding code is refused before anything is built.
-    mmengine 0.10.7 builds the train sampler, seeded, before it restores
-    the seed of the checkpoint: with ``randomness.seed=None`` a resumed run
-    would shuffle unlike the run it continues, hence the seed copied here.
-    """
-    from mmbake.compat import load_checkpoint_weights_only
+    """Pick the checkpoint to resume from, refuse a truncated one or one
+    holding code before anything is built, and take over its seed:
+    mmengine 0.10.7 seeds the train sampler before it restores the seed of
+    the checkpoint, so with ``randomness.seed=None`` a resumed run would
+    shuffle unlike the run it continues."""
+    from mmbake.utils import load_checkpoint_weights_only
 
     path = cfg.get('load_from', None)
     if path is None:
@@ -177,18 +178,10 @@ def _prepare_resume(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> 'Runner':
-    """Build the runner and what ``Runner.train()`` would build lazily.
-
-    The train dataloader, the optimizer wrapper and the validation loop,
-    built here, fail on a bad setting or on data that is missing or does
-    not fit the head before training starts; ``train()`` reuses them.
-
-    Args:
-        cfg (Config): The merged config.
-
-    Returns:
-        Runner: The runner, ready to ``train()``.
-    """
+    """The runner, with the train dataloader, the optimizer wrapper and
+    the validation loop built (``train()`` reuses them), so that a bad
+    setting, or data that is missing or does not fit the head, fails
+    before training starts."""
     runner = new_runner(cfg)
     with reading_data(cfg, 'train_dataloader'):
         runner.train_loop  # noqa: B018 (the property builds the loop)
@@ -222,12 +215,11 @@ def _say_final_top1(runner: 'Runner', tag: str = '') -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     """Train from the command line."""
     args = parse_args(argv)
-    # Registers the BAKE types and applies mmbake.compat, also for configs
-    # without custom_imports.
+    # Registers the BAKE types, also for configs without custom_imports.
     import mmbake  # noqa: F401
 
-    cfg = merge_args(args)
     with errors_as_one_line():
+        cfg = merge_args(args)
         check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
         if cfg.get('resume', False):
             _prepare_resume(cfg)

@@ -1,2 +1,3 @@
-"""Engine-side parts of mmbake: training hooks."""
+"""Engine-side parts of mmbake: hooks and an optimizer wrapper."""
 from .hooks import *  # noqa: F401,F403
+from .optimizers import *  # noqa: F401,F403

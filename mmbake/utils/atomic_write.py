@@ -5,18 +5,25 @@ import os.path as osp
 from typing import IO, Callable
 
 
-def _remove_stale_temporaries(directory: str, name: str) -> None:
-    """Delete temporaries of ``name`` left by processes that were killed.
+def temporary_path(filename: str) -> str:
+    """The hidden temporary ``.<name>.<pid>.tmp`` beside ``filename``.
 
-    A temporary is ``.<name>.<pid>.tmp``; one whose process is gone can
-    never be completed.
+    Temporaries of the same name whose process is gone can never be
+    completed; they are deleted here. The folder is created if missing.
+
+    Args:
+        filename (str): The final path.
+
+    Returns:
+        str: The temporary's path, for :func:`replace_atomically`.
     """
-    prefix = f'.{name}.'
+    directory = osp.dirname(osp.abspath(filename))
+    os.makedirs(directory, exist_ok=True)
+    prefix = f'.{osp.basename(filename)}.'
     for entry in os.listdir(directory):
-        if not (entry.startswith(prefix) and entry.endswith('.tmp')):
-            continue
         pid = entry[len(prefix):-len('.tmp')]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not (entry.startswith(prefix) and entry.endswith('.tmp')
+                and pid.isdigit() and int(pid) != os.getpid()):
             continue
         try:
             os.kill(int(pid), 0)
@@ -25,15 +32,35 @@ def _remove_stale_temporaries(directory: str, name: str) -> None:
                 os.remove(osp.join(directory, entry))
         except OSError:  # alive, owned by someone else
             pass
+    return osp.join(directory, f'{prefix}{os.getpid()}.tmp')
+
+
+def replace_atomically(temporary: str, filename: str) -> None:
+    """Make the complete file ``temporary`` durable and rename it onto
+    ``filename`` (``os.replace``: atomic on POSIX and Windows).
+
+    Args:
+        temporary (str): A file from :func:`temporary_path`, fully written.
+        filename (str): The final path.
+    """
+    with open(temporary, 'rb+') as f:
+        os.fsync(f.fileno())
+    os.replace(temporary, filename)
+    # Make the rename itself durable; not possible on every platform.
+    with contextlib.suppress(OSError):
+        fd = os.open(osp.dirname(osp.abspath(filename)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_atomically(write: Callable[[IO[bytes]], None],
                      filename: str) -> None:
     """Write a local file so that it is either complete or absent.
 
-    The data goes to the hidden temporary ``.<name>.<pid>.tmp`` in the same
-    folder, is flushed and fsync'ed, and the temporary is then renamed onto
-    ``filename`` with ``os.replace`` (atomic on POSIX and Windows). A process
+    The data goes to :func:`temporary_path`, which
+    :func:`replace_atomically` then renames onto ``filename``. A process
     killed at any moment leaves the previous ``filename`` (or none) and at
     most a temporary, which the next write of that name removes.
 
@@ -41,25 +68,12 @@ def write_atomically(write: Callable[[IO[bytes]], None],
         write (Callable): Called with the open binary temporary file.
         filename (str): The final path.
     """
-    directory = osp.dirname(osp.abspath(filename))
-    os.makedirs(directory, exist_ok=True)
-    name = osp.basename(filename)
-    _remove_stale_temporaries(directory, name)
-    temporary = osp.join(directory, f'.{name}.{os.getpid()}.tmp')
+    temporary = temporary_path(filename)
     try:
         with open(temporary, 'wb') as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, filename)
+        replace_atomically(temporary, filename)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise
-    # Make the rename itself durable; not possible on every platform.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

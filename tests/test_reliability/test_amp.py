@@ -1,13 +1,14 @@
 """``tools/train.py --amp`` without GPU: bfloat16 autocast, finite losses.
 
-mmengine 0.10.7's ``AmpOptimWrapper`` asserts a GPU; ``mmbake.compat``
-lets it build on the CPU with bfloat16 autocast, and ``tools/train.py``
-asks for that dtype there. The ensembling inside the head runs in float32
-whatever autocast does: ``tests/test_models/test_utils/
-test_knowledge_ensemble.py::test_no_autograd_and_float32_under_bf16_autocast``
-and ``tests/test_models/test_heads/test_bake_heads.py::
-test_bf16_autocast_gives_finite_losses``; ``tests/test_compat.py`` checks
-that the wrapper's context really autocasts to bfloat16.
+mmengine 0.10.7's ``AmpOptimWrapper`` asserts a GPU; ``tools/train.py``
+picks mmbake's ``BFloat16OptimWrapper`` there. The ensembling inside the
+head runs in float32 whatever autocast does: ``tests/test_models/
+test_utils/test_knowledge_ensemble.py::
+test_no_autograd_and_float32_under_bf16_autocast`` and ``tests/
+test_models/test_heads/test_bake_heads.py::
+test_bf16_autocast_gives_finite_losses``; ``tests/test_engine/
+test_optimizers/test_bfloat16_optim_wrapper.py`` checks that the wrapper's
+context really autocasts to bfloat16.
 """
 import glob
 import json
@@ -32,8 +33,8 @@ def test_amp_without_gpu_trains_with_finite_losses(tmp_path, run_tool,
     assert result.returncode == 0, result.stderr[-3000:]
 
     dumped = Config.fromfile(osp.join(work_dir, osp.basename(BAKE_CONFIG)))
-    assert dumped.optim_wrapper.type == 'AmpOptimWrapper'
-    assert dumped.optim_wrapper.dtype == 'bfloat16'
+    assert dumped.optim_wrapper.type == 'BFloat16OptimWrapper'
+    assert 'dtype' not in dumped.optim_wrapper
 
     logs = [
         path

@@ -2,12 +2,14 @@
 
 A real BAKE run (one process) is parked inside ``torch.save`` of its
 epoch-2 checkpoint (the pause hook adds an object that sleeps while it is
-pickled; the temporary file is open at that moment) and killed with
-SIGKILL. The config keeps one checkpoint (``max_keep_ckpts=1``), as the
-Fashion-MNIST configs do: mmengine 0.10.7 would already have deleted
-``epoch_1.pth`` then, and would write ``epoch_2.pth`` in place.
-``mmbake.compat`` saves through a temporary file and deletes outdated
-checkpoints only after the new one is saved.
+pickled) and killed with SIGKILL. The config keeps one checkpoint
+(``max_keep_ckpts=1``), as the Fashion-MNIST configs do: mmengine 0.10.7's
+``CheckpointHook`` would already have deleted ``epoch_1.pth`` then, and
+would write ``epoch_2.pth`` in place. mmbake's ``SafeCheckpointHook``
+writes through a temporary file and deletes outdated checkpoints only
+after the new one is saved. A kill while the bytes are written leaves a
+partial temporary beside the same intact files; one is planted, and the
+next save of that name removes it.
 
 The same work dir then gets a truncated ``epoch_2.pth`` and a pointer to
 it, as a writer without that fix could leave: ``--resume PATH`` refuses
@@ -39,18 +41,19 @@ def test_kill_while_saving_leaves_a_resumable_work_dir(
     proc = start([sys.executable, TRAIN, config, '--work-dir', work],
                  dict(tool_env, **{PAUSE_ENV: 'save:2'}), log)
     try:
-        wait_for(lambda: PAUSE_MARKER in read(log) and bool(temporaries()),
-                 proc, log)
+        wait_for(lambda: PAUSE_MARKER in read(log), proc, log)
     finally:
         kill_group(proc)
 
     # Killed in the middle of saving epoch 2: no epoch_2.pth at all, and
     # the previous checkpoint and the pointer to it are intact.
-    assert not osp.exists(second)
-    assert temporaries() == [osp.join(work, f'.epoch_2.pth.{proc.pid}.tmp')]
+    assert not osp.exists(second) and temporaries() == []
     with open(pointer) as f:
         assert f.read().strip() == first
     assert load_checkpoint(first)['meta']['epoch'] == 1
+    # What a kill while the temporary is written leaves (the dead run's).
+    with open(osp.join(work, f'.epoch_2.pth.{proc.pid}.tmp'), 'wb') as f:
+        f.write(b'PK\x03\x04 half a checkpoint')
 
     # What an in-place writer could leave: half a file, and the pointer.
     with open(first, 'rb') as f:

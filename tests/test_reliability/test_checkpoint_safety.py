@@ -76,7 +76,7 @@ def test_crafted_checkpoints_never_run_code(tmp_path, trained_checkpoint,
         assert not osp.exists(marker)
 
     # 2. Python source in meta['config'], a plain string: the resume
-    # ignores it (mmbake.compat) and trains on.
+    # ignores it (SafeCheckpointHook) and trains on.
     as_config = str(tmp_path / 'config_code.pth')
     checkpoint = load_checkpoint(trained_checkpoint)
     checkpoint['meta']['config'] = touch_source(marker)

@@ -221,7 +221,7 @@ def rank_results(stdout: str) -> Dict[int, tuple]:
 
 def load_checkpoint(path: str) -> dict:
     """Load a run's checkpoint the way mmbake does: weights only."""
-    from mmbake.compat import load_checkpoint_weights_only
+    from mmbake.utils import load_checkpoint_weights_only
     return load_checkpoint_weights_only(path)
 
 

@@ -1,8 +1,9 @@
 """tools/dist_train.sh, tools/dist_test.sh and the Slurm launchers.
 
-Two real CPU processes over gloo (through torchrun, mmengine's pytorch
-launcher and mmbake.compat) train on real Fashion-MNIST images and test the
-checkpoint; bad input to the shell launchers ends with a message.
+Two real CPU processes over gloo (through torchrun and the tools, which
+start the gloo group themselves without GPU) train on real Fashion-MNIST
+images and test the checkpoint; bad input to the shell launchers ends with
+a message.
 """
 import os.path as osp
 import re
@@ -39,7 +40,7 @@ def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
     # Both ranks got to the end of tools/train.py.
     assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
     if not torch.cuda.is_available():
-        # mmbake.compat routed mmengine's launcher to gloo on both ranks.
+        # The tools started gloo on both ranks (no GPU).
         assert out.count('backend "gloo" instead of "nccl"') == 2
     # 320 images / 2 ranks / batch 16 = 10 iterations per rank and epoch.
     assert 'Epoch(train) [1][10/10]' in out

@@ -5,6 +5,7 @@ never imports mmbake: the config's ``custom_imports`` does. The BAKE config
 is used because its ``BAKEHead`` and ``ClassAwareBatchSampler`` resolve only
 after that import.
 """
+import os
 import os.path as osp
 import sys
 
@@ -26,15 +27,17 @@ def stock_train() -> str:
     return STOCK_TRAIN
 
 
-def test_stock_train_runs_bake_config(stock_train, tmp_path, run_tool,
-                                      tool_env, tiny_cfg_options):
+def test_stock_train_trains_and_resumes_bake_config(stock_train, tmp_path,
+                                                    run_tool, tool_env,
+                                                    tiny_cfg_options):
+    """Train, save, then ``--resume`` with torch's weights-only loading on:
+    the config's SafeCheckpointHook lets torch read the runner's own
+    checkpoint (mmengine's CheckpointHook would stop at HistoryBuffer)."""
     work_dir = str(tmp_path / 'work')
     # Not even the repository on the path: mmbake comes from the install.
     env = {k: v for k, v in tool_env.items() if k != 'PYTHONPATH'}
-    result = run_tool([
-        sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
-        '--cfg-options', *tiny_cfg_options
-    ],
+    cmd = [sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir]
+    result = run_tool([*cmd, '--cfg-options', *tiny_cfg_options],
                       cwd=str(tmp_path),
                       env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,17 +46,31 @@ def test_stock_train_runs_bake_config(stock_train, tmp_path, run_tool,
     assert 'Epoch(val) [1][' in log and 'accuracy/top1:' in log
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
 
+    resumed = run_tool([
+        *cmd, '--resume', '--cfg-options', *tiny_cfg_options,
+        'train_cfg.max_epochs=2'
+    ],
+                       cwd=str(tmp_path),
+                       env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed epoch: 1' in log and 'Epoch(val) [2][' in log
+    # One checkpoint kept (max_keep_ckpts=1), deleted after the new one.
+    assert sorted(os.listdir(work_dir)).count('epoch_2.pth') == 1
+    assert not osp.exists(osp.join(work_dir, 'epoch_1.pth'))
+
 
 @pytest.mark.dist
 def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path, run_tool,
                                              tool_env, tiny_cfg_options):
     """``--launcher pytorch`` in one process: gloo init and DDP wrapping.
 
-    On a CPU-only machine this needs both mmbake.compat fixes for mmengine
-    (no ``torch.cuda.set_device``; no DDP ``device_ids`` for a CPU model).
-    The environment is torchrun's for a world of one; a single process
-    keeps the test free of the multi-process gloo exit abort, which the
-    stock script does not guard against.
+    On a CPU-only machine mmengine's launcher calls ``torch.cuda.set_device``
+    and gives DDP ``device_ids`` for a CPU model; the opt-in
+    ``mmbake.compat``, listed in ``custom_imports``, replaces both. The
+    environment is torchrun's for a world of one; a single process keeps
+    the test free of the multi-process gloo exit abort, which the stock
+    script does not guard against.
     """
     if torch.cuda.is_available():
         pytest.skip('checks the CPU-only path')
@@ -65,14 +82,23 @@ def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path, run_tool,
         MASTER_ADDR='127.0.0.1',
         MASTER_PORT=tool_env['PORT'])
     work_dir = str(tmp_path / 'work')
+    # The opt-in where a user sees it: in the config (the stock tool
+    # imports custom_imports when it loads the file).
+    config = tmp_path / 'bake_with_compat.py'
+    config.write_text(f'_base_ = [{BAKE_CONFIG!r}]\n'
+                      "custom_imports = dict(imports=['mmbake', "
+                      "'mmbake.compat'], allow_failed_imports=False)\n")
     result = run_tool([
-        sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
-        '--launcher', 'pytorch', '--cfg-options', *tiny_cfg_options
+        sys.executable, stock_train,
+        str(config), '--work-dir', work_dir, '--launcher', 'pytorch',
+        '--cfg-options', *tiny_cfg_options
     ],
                       cwd=str(tmp_path),
                       env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
+    assert 'mmbake.compat: replaced mmengine.dist.utils._init_dist_pytorch' \
+        in log
     assert 'backend "gloo" instead of "nccl"' in log
     assert 'Distributed launcher: pytorch' in log
     # The runner took the distributed path (model wrapped in DDP).

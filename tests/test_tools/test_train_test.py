@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests.identity_snapshot import report
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
@@ -32,24 +34,51 @@ def final_top1(stdout: str) -> tuple:
     return int(epoch), float(top1)
 
 
-def test_train_resume_then_test(tmp_path, run_tool, tiny_cfg_options):
-    work_dir = str(tmp_path / 'work')
+# A plain mmpretrain config: stock bases, the Fashion-MNIST data (one
+# channel), mmbake loaded, and BAKE's two pieces swapped in; no opt-in.
+STOCK_CONFIG = """
+_base_ = [
+    'mmpretrain::_base_/models/resnet18_cifar.py',
+    'mmpretrain::_base_/schedules/cifar10_bs128.py',
+    'mmpretrain::_base_/default_runtime.py',
+    {data!r},
+]
+custom_imports = dict(imports=['mmbake'], allow_failed_imports=False)
+model = dict(backbone=dict(in_channels=1), head=dict(type='BAKEHead'))
+train_dataloader = dict(
+    batch_sampler=dict(type='ClassAwareBatchSampler', num_instances=2))
+"""
 
-    first = run_tool([
-        sys.executable, TRAIN, PLAIN_CONFIG, '--work-dir', work_dir,
-        '--cfg-options', *tiny_cfg_options
-    ])
+
+def test_stock_config_trains_resumes_and_tests(tmp_path, run_tool,
+                                               tiny_cfg_options,
+                                               mmbake_modules):
+    """Train, ``--resume`` (mmengine's CheckpointHook made
+    SafeCheckpointHook: weights-only loading) and test; the identity
+    snapshot shows that neither run replaced anything."""
+    config = tmp_path / 'stock_bake.py'
+    config.write_text(
+        STOCK_CONFIG.format(
+            data=osp.join(REPO_ROOT, 'configs', '_base_', 'datasets',
+                          'fashion_mnist.py')))
+    work_dir = str(tmp_path / 'work')
+    probe = [
+        sys.executable, '-m', 'tests.identity_snapshot', '--preload',
+        mmbake_modules, '--', TRAIN,
+        str(config), '--work-dir', work_dir
+    ]
+    first = run_tool([*probe, '--cfg-options', *tiny_cfg_options])
     assert first.returncode == 0, first.stderr[-3000:]
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     epoch, top1 = final_top1(first.stdout)
     assert epoch == 1 and 0.0 <= top1 <= 100.0
+    found = report(first.stdout)
+    assert found['replaced'] == [] and found['added'] == []
 
     # --resume without a path continues from the work dir's last
-    # checkpoint: this loads the runner's own checkpoint with torch.load's
-    # weights-only default (torch >= 2.6), see mmbake.compat.
+    # checkpoint, which torch reads with its weights-only default.
     resumed = run_tool([
-        sys.executable, TRAIN, PLAIN_CONFIG, '--work-dir', work_dir,
-        '--resume', '--cfg-options', *tiny_cfg_options,
+        *probe, '--resume', '--cfg-options', *tiny_cfg_options,
         'train_cfg.max_epochs=2'
     ])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -58,10 +87,14 @@ def test_train_resume_then_test(tmp_path, run_tool, tiny_cfg_options):
     assert 'Epoch(train) [1]' not in log  # epoch 1 was not trained again
     assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
     assert final_top1(resumed.stdout)[0] == 2
+    found = report(resumed.stdout)
+    assert found['replaced'] == [] and found['added'] == []
+    assert not found['allowlist_changed']
 
     out = str(tmp_path / 'preds.pkl')
     tested = run_tool([
-        sys.executable, TEST, PLAIN_CONFIG,
+        sys.executable, TEST,
+        str(config),
         osp.join(work_dir, 'epoch_2.pth'), '--work-dir',
         str(tmp_path / 'test'), '--out', out, '--cfg-options',
         *tiny_cfg_options

@@ -127,23 +127,37 @@ def apply_cfg_options(
 
 
 def new_runner(cfg: Config) -> 'Runner':
-    """The config's runner (mmengine's, unless ``runner_type``)."""
+    """The config's runner (mmengine's, unless ``runner_type``), with
+    mmengine's ``CheckpointHook`` made mmbake's ``SafeCheckpointHook`` and,
+    for ``--launcher pytorch`` without GPU, the gloo process group started
+    and DDP built without ``device_ids`` (mmbake/utils/cpu_distributed.py).
+    """
+    import torch.distributed as dist
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
+    from mmbake.utils import (cpu_model_wrapper_cfg, cpu_only,
+                              init_gloo_process_group)
+
+    checkpoint = (cfg.get('default_hooks', None) or {}).get('checkpoint')
+    if isinstance(checkpoint, dict) and checkpoint.get('type') in (
+            'CheckpointHook', 'mmengine.CheckpointHook'):
+        checkpoint.type = 'SafeCheckpointHook'
+    if cfg.launcher == 'pytorch' and cpu_only() and not dist.is_initialized():
+        dist_cfg = (cfg.get('env_cfg', None) or {}).get('dist_cfg', None)
+        init_gloo_process_group((dist_cfg or {}).get('backend'))
+        cfg.model_wrapper_cfg = cpu_model_wrapper_cfg(
+            cfg.get('model_wrapper_cfg', None),
+            cfg.get('find_unused_parameters', False))
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
 
 
 def gather_in_work_dir(evaluator: Any, work_dir: str) -> None:
-    """Let distributed evaluation gather its results in the work dir.
-
-    Without a folder, mmengine 0.10.7's ``collect_results`` creates
-    ``.dist_test/`` in the current directory and removes only a folder it
-    makes inside; a given folder it removes itself. The ranks share the
-    work dir, as ``--resume`` and ``load_from`` already need.
-    """
+    """Let distributed evaluation gather its results in the work dir
+    (shared by the ranks): without a folder, mmengine 0.10.7's
+    ``collect_results`` leaves ``.dist_test/`` in the current directory."""
     for metric in evaluator.metrics:
         if getattr(metric, 'collect_dir', None) is None:
             metric.collect_dir = osp.join(work_dir, '.dist_test')
@@ -173,14 +187,11 @@ def say(line: str) -> None:
 
 
 def leave(status: int = 0) -> NoReturn:
-    """End the tool with ``status``; distributed, without gloo's exit abort.
-
-    About 1 in 40 two-process gloo runs (torch 2.14; 1 in 10 on 2.13) die
-    with SIGABRT in interpreter teardown after the work is done, so a
-    distributed process tears the process group down (printing ``Rank R/W
-    finished.`` on success) and leaves through ``os._exit``. A failed
-    single process raises ``SystemExit``.
-    """
+    """End the tool with ``status``. About 1 in 40 two-process gloo runs
+    (torch 2.14) abort in interpreter teardown, so a distributed process
+    tears the process group down (printing ``Rank R/W finished.`` on
+    success) and leaves through ``os._exit``; a failed single process
+    raises ``SystemExit``."""
     import torch.distributed as torch_dist
 
     if torch_dist.is_available() and torch_dist.is_initialized():

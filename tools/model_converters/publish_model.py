@@ -72,8 +72,7 @@ def publish_checkpoint(in_file: str, out_file: str) -> str:
     import mmpretrain
 
     from mmbake import __version__ as mmbake_version
-    from mmbake.compat import load_checkpoint_weights_only
-    from mmbake.utils import save_release
+    from mmbake.utils import load_checkpoint_weights_only, save_release
 
     checkpoint = load_checkpoint_weights_only(in_file)
     if 'state_dict' not in checkpoint:

@@ -110,7 +110,7 @@ class Architecture(NamedTuple):
 def _load_pycls_checkpoint(
         path: str) -> Tuple[Dict[str, torch.Tensor], Optional[str], Any]:
     """``(state dict, cfg text or None, epoch or None)``, no code run."""
-    from mmbake.compat import load_checkpoint_weights_only
+    from mmbake.utils import load_checkpoint_weights_only
 
     with open(path, 'rb') as f:
         head = f.read(4)
