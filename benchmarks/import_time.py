@@ -28,7 +28,7 @@ def main() -> None:
     rows, cmd = [], [sys.executable, '-c', PROBE]
     for _ in range(args.repeats):
         proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        # The last line: importing mmbake logs its compatibility fixes.
+        # The last line: the probe's figures.
         rows.append([float(x) for x in proc.stdout.splitlines()[-1].split()])
     base_wall, base_cpu, add_wall, add_cpu = (
         statistics.median(col) for col in zip(*rows))

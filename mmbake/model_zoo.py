@@ -1,33 +1,34 @@
 """Make mmbake's model zoo visible to ``mmpretrain.list_models``/``get_model``.
 
-mmpretrain keeps its pre-defined models in ``mmpretrain.apis.ModelHub``,
-filled from ``model-index.yml`` files. :func:`register_bake_models` adds
-mmbake's own index (``model-index.yml``, which imports
-``configs/bake/metafile.yml``) with config paths made absolute, so that
-after ``import mmbake``::
+:func:`register_bake_models` adds mmbake's index (``model-index.yml``, which
+imports ``configs/bake/metafile.yml``) to mmpretrain's ``ModelHub`` through
+its public ``register_model_index``, config paths made absolute with
+``config_prefix``, so that after ``import mmbake``::
 
     import mmpretrain
     mmpretrain.list_models('*bake*')
-    model = mmpretrain.get_model('bake_resnet50_8xb32_imagenet',
-                                 pretrained='path/or/url.pth')
+    model = mmpretrain.get_model('bake_resnet18_1xb64_fashion-mnist',
+                                 pretrained=True)
 
-The index and the configs live at the repository root in a source checkout
-(editable install) and in ``mmbake/.mim/`` in an installed wheel (copied
-there by ``setup.py``). Registering parses only mmbake's small metafile,
-not mmpretrain's index, and mmpretrain imports the parser anyway.
+Weights that ship with mmbake are listed as ``mmbake://<path in the zoo
+root>``, a scheme registered with mmengine's ``CheckpointLoader``, and are
+read with the weights-only unpickler. The index and the configs live at the
+repository root in a source checkout (editable install) and in
+``mmbake/.mim/`` in an installed wheel (copied there by ``setup.py``).
 """
 import os.path as osp
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
+from mmengine.runner import CheckpointLoader
 from mmpretrain.apis import ModelHub
 
 MODEL_INDEX = 'model-index.yml'
+# Prefix of the weights that ship with mmbake (configs/bake/metafile.yml).
+SCHEME = 'mmbake://'
 # A root is accepted only if it holds the index and mmbake's metafile, so
 # that an unrelated ``model-index.yml`` one level above the package (the
 # site-packages folder of a normal install) is never taken for ours.
 _METAFILE = osp.join('configs', 'bake', 'metafile.yml')
-
-_registered: List[str] = []
 
 
 def find_model_zoo_root(package_dir: Optional[str] = None) -> Optional[str]:
@@ -54,11 +55,28 @@ def find_model_zoo_root(package_dir: Optional[str] = None) -> Optional[str]:
     return None
 
 
-def register_bake_models(root: Optional[str] = None) -> List[str]:
-    """Register mmbake's models in mmpretrain's ``ModelHub``.
+def load_zoo_checkpoint(filename: str,
+                        map_location: Any = None) -> Dict[str, Any]:
+    """The ``CheckpointLoader`` scheme of :data:`SCHEME`: a file of the zoo
+    root, read weights-only onto the CPU (``map_location`` is not needed).
 
-    Safe to call more than once: later calls return the names registered by
-    the first. ``ModelHub`` itself refuses a name registered twice.
+    Args:
+        filename (str): ``mmbake://<path relative to the zoo root>``.
+        map_location (Any): Unused; the weights are loaded on the CPU.
+
+    Returns:
+        dict: The checkpoint.
+    """
+    from .utils import load_checkpoint_weights_only
+
+    root = find_model_zoo_root()
+    if root is None:
+        raise FileNotFoundError(f'{filename}: no mmbake model zoo root')
+    return load_checkpoint_weights_only(osp.join(root, filename[len(SCHEME):]))
+
+
+def register_bake_models(root: Optional[str] = None) -> List[str]:
+    """Register mmbake's models in mmpretrain's ``ModelHub``, once.
 
     Args:
         root (str, optional): Folder with ``model-index.yml`` and the
@@ -66,25 +84,21 @@ def register_bake_models(root: Optional[str] = None) -> List[str]:
             :func:`find_model_zoo_root`.
 
     Returns:
-        list[str]: The registered model names (lower case, as
-        ``list_models`` reports them); empty if no model index was found.
+        list[str]: The model names of the index (lower case, as
+        ``list_models`` reports them); empty if no index was found.
     """
-    if _registered:
-        return list(_registered)
+    from modelindex import load
+
     root = find_model_zoo_root() if root is None else root
     if root is None:
         return []
-    before = set(ModelHub._models_dict)
-    # Config paths in the metafile are relative to the root, the way
-    # mmpretrain's own index is relative to ``mmpretrain/.mim``.
-    ModelHub.register_model_index(
-        osp.join(root, MODEL_INDEX), config_prefix=root)
-    _registered.extend(sorted(set(ModelHub._models_dict) - before))
-    for name in _registered:
-        # Weights shipped in the repository are listed relative to the root,
-        # like the configs; URLs and absolute paths stay as they are.
-        metainfo = ModelHub._models_dict[name]
-        weights = metainfo.weights
-        if weights and '://' not in weights and not osp.isabs(weights):
-            metainfo.weights = osp.join(root, weights)
-    return list(_registered)
+    index_path = osp.join(root, MODEL_INDEX)
+    index = load(index_path)
+    index.build_models_with_collections()
+    names = [model.name.lower() for model in index.models]
+    if not all(ModelHub.has(name) for name in names):
+        # Config paths in the metafile are relative to the root, the way
+        # mmpretrain's own index is relative to ``mmpretrain/.mim``.
+        ModelHub.register_model_index(index_path, config_prefix=root)
+    CheckpointLoader.register_scheme(SCHEME, load_zoo_checkpoint, force=True)
+    return names

@@ -58,7 +58,11 @@ def libraries_own(key: Key, value: object) -> bool:
         # compared apart (safe_globals() below).
         or key[-1] == '_marked_safe_globals_set'
         # Restored by DefaultScope.overwrite_default_scope as a new dict.
-        or key[-2:] == ('DefaultScope', '_instance_dict'))
+        or key[-2:] == ('DefaultScope', '_instance_dict')
+        # Rebound, sorted, by every CheckpointLoader.register_scheme (the
+        # public registration of a checkpoint prefix); its prefixes are
+        # compared apart (schemes() below).
+        or key[-2:] == ('CheckpointLoader', '_schemes'))
 
 
 def replaced(before: Dict[Key, object], after: Dict[Key, object]) -> List[str]:
@@ -80,6 +84,12 @@ def safe_globals() -> List[str]:
     """torch's weights-only allowlist, as names."""
     import torch
     return sorted(map(str, torch.serialization.get_safe_globals()))
+
+
+def schemes() -> List[str]:
+    """The prefixes registered with mmengine's CheckpointLoader."""
+    from mmengine.runner import CheckpointLoader
+    return sorted(CheckpointLoader._schemes)
 
 
 def report(stdout: str) -> dict:
@@ -104,7 +114,7 @@ def main() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: B902 - optional parts of the libraries
             pass
-    before, allowlist = snapshot(), safe_globals()
+    before, allowlist, prefixes = snapshot(), safe_globals(), schemes()
     importlib.import_module(args.module)
     if args.argv:
         # As for ``python SCRIPT``: its folder first on the path.
@@ -117,6 +127,7 @@ def main() -> None:
             replaced=replaced(before, after),
             added=added(before, after),
             allowlist_changed=safe_globals() != allowlist,
+            schemes_added=sorted(set(schemes()) - set(prefixes)),
             watched_modules=sorted(m for m in sys.modules if watched(m)))))
 
 

@@ -32,6 +32,9 @@ def test_import_mmbake_replaces_nothing(mmbake_modules):
     found = probe('--preload', mmbake_modules)
     assert found['replaced'] == [] and found['added'] == []
     assert not found['allowlist_changed']
+    # Registered through mmengine's public CheckpointLoader.register_scheme:
+    # the prefix of the weights that ship with the model zoo.
+    assert found['schemes_added'] == ['mmbake://']
 
 
 def test_the_opt_in_replaces_exactly_its_two_functions(mmbake_modules):

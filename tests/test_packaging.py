@@ -110,7 +110,8 @@ with torch.no_grad():
 print(json.dumps(dict(
     package=osp.dirname(mmbake.__file__), root=find_model_zoo_root(),
     weights=info.weights, config=info.config.filename,
-    weights_exist=osp.isfile(info.weights),
+    weights_exist=osp.isfile(
+        osp.join(find_model_zoo_root(), info.weights[len('mmbake://'):])),
     finite=bool(torch.isfinite(logits).all()))))
 '''
     env = dict(os.environ, PYTHONPATH=str(site))
@@ -126,8 +127,7 @@ print(json.dumps(dict(
     mim = osp.join(str(site), 'mmbake', '.mim')
     assert found['package'] == osp.join(str(site), 'mmbake')
     assert found['root'] == mim
-    assert found['weights'] == osp.join(
-        mim, 'checkpoints',
-        'bake_resnet18_1xb64_fashion-mnist_20261126-606820f7.pth')
+    # mmbake:// weights resolve under the wheel's zoo root.
+    assert found['weights'].startswith('mmbake://checkpoints/')
     assert found['weights_exist'] and found['finite']
     assert found['config'].startswith(mim)

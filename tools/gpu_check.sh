@@ -6,7 +6,8 @@
 #      AMP, deep copy, NaN in a captured layout), a graph with a stale
 #      input caught by its replay check, two ranks with global_ensemble on
 #      the one GPU (gloo) against one CPU process, graphs on and off; and
-#      tests/test_compat.py (the CPU-only fixes stay off on CUDA);
+#      tests/test_compat.py (importing mmbake replaces nothing) and
+#      tests/test_utils/test_checkpoint.py (weights-only loading);
 #   2. the paired step overhead of BAKEHead against LinearClsHead, AMP,
 #      graphs on and off (benchmarks/bake_overhead.py): ResNet-50, 224 px,
 #      32 local images, then the 8xb32 recipe's 256-image ensemble (the
@@ -59,7 +60,7 @@ step() {
 
 # The benchmarks run even when a test fails; the exit status is the tests'.
 step gpu_tests "$PYTHON" -m pytest tests/test_models/test_gpu.py \
-    tests/test_compat.py -v \
+    tests/test_compat.py tests/test_utils/test_checkpoint.py -v \
     -p no:cacheprovider
 tests_status=$?
 for ranks in 1 8; do

@@ -1,4 +1,5 @@
-# BAKE on mmpretrain's MobileNet-V2 recipe: only what BAKE needs changes.
+# BAKE on mmpretrain's MobileNet-V2 recipe.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
 #
 # Data pipeline, batch size, schedule and loss are inherited from the stock
 # config, so a run of this file against `mobilenet-v2_8xb32_in1k` is a
@@ -12,7 +13,3 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
-
-# The authors trained with SyncBN; the runner converts BN layers only when
-# the job is distributed.
-sync_bn = 'torch'

@@ -1,4 +1,5 @@
-# BAKE on mmpretrain's ResNeSt-50 recipe: only what BAKE needs changes.
+# BAKE on mmpretrain's ResNeSt-50 recipe.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
 #
 # The stock recipe (32 GPUs x 64 images, 270 epochs, RandAugment, Mixup
 # alpha 0.2, label smoothing 0.1) is kept on purpose, so that a run of this
@@ -24,7 +25,3 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
-
-# The authors trained with SyncBN; the runner converts BN layers only when
-# the job is distributed.
-sync_bn = 'torch'

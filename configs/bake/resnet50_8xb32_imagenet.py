@@ -1,4 +1,5 @@
-# BAKE on mmpretrain's ResNet-50 recipe: only what BAKE needs changes.
+# BAKE on mmpretrain's ResNet-50 recipe.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
 #
 # Everything else (data pipeline, 8 GPUs x 32 images, SGD lr 0.1 with steps
 # at 30/60/90, 100 epochs) is inherited from the stock config, so a run of
@@ -13,7 +14,3 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
-
-# The authors trained with SyncBN; the runner converts BN layers only when
-# the job is distributed (single-process runs keep plain BN).
-sync_bn = 'torch'

@@ -70,3 +70,7 @@ train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 
 # The authors' learning rate 0.4 belongs to 8 x 64 = 512 images per step.
 auto_scale_lr = dict(base_batch_size=512)
+
+# The authors trained with SyncBN; mmengine's runner converts the BN layers
+# when the job is distributed (one process keeps plain BN).
+sync_bn = 'torch'

@@ -1,4 +1,5 @@
-# BAKE on mmpretrain's Swin-T recipe: only what BAKE needs changes.
+# BAKE on mmpretrain's Swin-T recipe.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
 #
 # The stock recipe (16 GPUs x 64 images, AdamW, 300 epochs, RandAugment,
 # random erasing, Mixup alpha 0.8 or CutMix alpha 1.0 per batch, label
@@ -23,5 +24,3 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
-
-# No sync_bn: Swin-T normalises with LayerNorm only.

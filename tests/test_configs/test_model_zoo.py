@@ -155,12 +155,19 @@ def test_list_models_after_import(metafile, run_tool):
     assert stock == ['resnet50_8xb32_in1k']
 
 
-def test_registration_is_idempotent():
+def test_registration_is_idempotent_and_public():
     from mmbake.model_zoo import find_model_zoo_root, register_bake_models
     assert find_model_zoo_root() == REPO
     first = register_bake_models()
     assert register_bake_models() == first
     assert 'bake_resnet50_8xb32_imagenet' in first
+    # Through mmpretrain's and mmengine's public API only.
+    import mmbake
+    for path in glob.glob(
+            osp.join(osp.dirname(mmbake.__file__), '**', '*.py'),
+            recursive=True):
+        with open(path) as f:
+            assert 'ModelHub._' not in f.read(), path
 
 
 def test_zoo_root_of_an_installed_wheel(tmp_path):
@@ -215,12 +222,13 @@ def test_released_fashion_mnist_weights_load_through_get_model():
     import torch
     from mmpretrain.apis import ModelHub
 
+    from mmbake.model_zoo import SCHEME
     name = 'bake_resnet18_1xb64_fashion-mnist'
-    weights = ModelHub._models_dict[name].weights
-    assert osp.isabs(weights) and osp.isfile(weights)
+    weights = ModelHub.get(name).weights
+    assert weights.startswith(SCHEME)
+    path = osp.join(REPO, weights[len(SCHEME):])
     # A release holds only weights and plain metadata.
-    assert set(torch.load(weights,
-                          weights_only=True)) == {'state_dict', 'meta'}
+    assert set(torch.load(path, weights_only=True)) == {'state_dict', 'meta'}
     model = mmpretrain.get_model(name, pretrained=True)
     model.eval()
     with torch.no_grad():

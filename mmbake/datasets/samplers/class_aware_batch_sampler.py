@@ -108,12 +108,29 @@ class ClassAwareBatchSampler(Sampler):
             np.arange(len(labels)) - np.repeat(starts, self._size))
         self.singleton_classes = sorted_labels[starts[self._size < 2]].tolist()
         # Every rank sees the same labels: one warning from rank 0 is enough.
-        if self.singleton_classes and self.num_instances > 1 \
-                and self.rank == 0:
+        if self.rank == 0 and self.num_instances > 1:
+            self._warn(sampler)
+
+    def _warn(self, sampler: Sampler) -> None:
+        """Warn about singleton classes and about an unshuffled order, whose
+        first images (in a class-sorted file: classes) are the only anchors
+        of every ``'images'`` epoch (``RepeatAugSampler`` warns likewise)."""
+        if self.singleton_classes:
             warnings.warn(
                 f'ClassAwareBatchSampler: {len(self.singleton_classes)} '
                 'class(es) have a single image, whose anchor is repeated as '
                 f'its own mate: {self.singleton_classes}', UserWarning)
+        if self.epoch_mode == 'images' and \
+                getattr(sampler, 'shuffle', True) is False and \
+                not isinstance(sampler, InfiniteSampler):
+            warnings.warn(
+                f'ClassAwareBatchSampler: the {type(sampler).__name__} it '
+                "wraps does not shuffle, and in epoch_mode='images' only the "
+                f'first 1/{self.num_instances} of that order are anchors: '
+                'the same images every epoch (in a class-sorted annotation '
+                'file, some classes never). Set shuffle=True in the '
+                "train_dataloader's sampler, or epoch_mode='anchors'.",
+                UserWarning)
 
     def __len__(self) -> int:
         """The number of batches of one epoch on this rank."""

@@ -17,8 +17,10 @@ def get_dataset_labels(dataset: Any) -> np.ndarray:
     ``RepeatDataset`` and ``ClassBalancedDataset`` are unwrapped (their
     children's labels concatenated, tiled or re-indexed); then
     ``dataset.get_gt_labels()`` (mmpretrain's ``BaseDataset``,
-    ``KFoldDataset``); then ``get_cat_ids(i)`` or
-    ``get_data_info(i)['gt_label']`` for every index. A dataset built with
+    ``KFoldDataset``); then ``get_data_info(i)['gt_label']`` or
+    ``get_cat_ids(i)`` for every index. Multi-label data is told apart by
+    its type (mmpretrain's ``MultiLabelDataset``) or by a sample holding
+    more than one label. A dataset built with
     ``lazy_init=True`` is fully initialised first, which reads annotations
     but no image.
 
@@ -75,43 +77,57 @@ def _read_labels(dataset: Any, num_samples: int) -> np.ndarray:
 
     name = type(dataset).__name__
     indices = range(num_samples)
+    values, where = None, 'get_gt_labels()[{}]'
     if callable(getattr(dataset, 'get_gt_labels', None)):
-        try:
-            values = np.atleast_1d(dataset.get_gt_labels())
-        except KeyError as err:
-            # mmpretrain's BaseDataset.get_gt_labels indexes every sample's
-            # 'gt_label' and raises KeyError for unlabelled annotations.
-            raise ValueError(
-                f'dataset {name} has no labels: get_gt_labels() found no '
-                f'{err} in its samples; {SINGLE_LABEL_HINT}') from err
-        except ValueError as err:
-            # numpy >= 1.24 refuses to make an array of label lists of
-            # different lengths (multi-label data).
-            if 'inhomogeneous' not in str(err):
-                raise
-            raise ValueError(
-                f'dataset {name} is multi-label: get_gt_labels() gives label '
-                f'lists of different lengths; {SINGLE_LABEL_HINT}') from err
-        if values.ndim == 1 and values.dtype.kind in 'iu':
+        values = _gt_labels(dataset, name)
+        if isinstance(values, np.ndarray) and values.ndim == 1 and \
+                values.dtype.kind in 'iu':
             return values.astype(np.int64, copy=False)
-        where = 'get_gt_labels()[{}]'
-    elif callable(getattr(dataset, 'get_cat_ids', None)):
-        values, where = map(dataset.get_cat_ids, indices), 'get_cat_ids({})'
-    elif callable(getattr(dataset, 'get_data_info', None)):
-        values = (
-            dataset.get_data_info(i).get('gt_label', []) for i in indices)
-        where = "get_data_info({})['gt_label']"
-    else:
-        raise ValueError(
-            f'dataset {name} has no labels: it defines none of '
-            "get_gt_labels(), get_cat_ids(i), get_data_info(i)['gt_label']; "
-            f'{SINGLE_LABEL_HINT}')
+    if values is None:
+        values, where = _per_sample_labels(dataset, name, indices)
     # Anything else than integers in an array: check sample by sample.
     labels = [
         _single_label(name, value, where.format(i))
         for i, value in enumerate(values)
     ]
     return np.array(labels, dtype=np.int64)
+
+
+def _gt_labels(dataset: Any, name: str) -> Any:
+    """``get_gt_labels()`` as an array, or as given where its entries make
+    none (label lists of different lengths); None where
+    ``get_gt_labels()`` itself cannot make one (mmpretrain's
+    ``BaseDataset`` then raises ``ValueError``) and the samples must be
+    read one by one."""
+    try:
+        values = dataset.get_gt_labels()
+    except KeyError as err:
+        # mmpretrain's BaseDataset.get_gt_labels indexes every sample's
+        # 'gt_label' and raises KeyError for unlabelled annotations.
+        raise ValueError(
+            f'dataset {name} has no labels: get_gt_labels() found no {err} '
+            f'in its samples; {SINGLE_LABEL_HINT}') from err
+    except ValueError:
+        return None
+    try:
+        return np.atleast_1d(values)
+    except ValueError:
+        return values
+
+
+def _per_sample_labels(dataset: Any, name: str, indices: range) -> tuple:
+    """The labels of ``indices`` as the samples hold them
+    (``get_data_info(i)['gt_label']``), else from ``get_cat_ids(i)``, and
+    where they came from."""
+    if callable(getattr(dataset, 'get_data_info', None)):
+        return (dataset.get_data_info(i).get('gt_label', [])
+                for i in indices), "get_data_info({})['gt_label']"
+    if callable(getattr(dataset, 'get_cat_ids', None)):
+        return map(dataset.get_cat_ids, indices), 'get_cat_ids({})'
+    raise ValueError(
+        f'dataset {name} has no labels: it defines none of '
+        "get_gt_labels(), get_cat_ids(i), get_data_info(i)['gt_label']; "
+        f'{SINGLE_LABEL_HINT}')
 
 
 def _single_label(name: str, value: Any, where: str) -> int:

@@ -174,6 +174,26 @@ def test_single_image_classes_warn_once_and_repeat_the_anchor():
         assert (mate == anchor) == (labels[anchor] in (0, 3))
 
 
+def test_unshuffled_images_epochs_warn():
+    """DefaultSampler(shuffle=False) in 'images' mode: the same first half
+    of the order is the only anchors of every epoch."""
+    labels = np.repeat(np.arange(4), 8)  # a class-sorted file
+    with pytest.warns(UserWarning) as rec:
+        batch_sampler = build(labels, 8, 2, 'images', shuffle=False)
+    (warning, ) = [w for w in rec if 'does not shuffle' in str(w.message)]
+    for part in ('DefaultSampler', "epoch_mode='images'", 'shuffle=True',
+                 "epoch_mode='anchors'", 'first 1/2'):
+        assert part in str(warning.message)
+    anchors = {int(a) for a in groups_of(list(batch_sampler), 2)[:, 0]}
+    assert {labels[a] for a in anchors} == {0, 1}  # classes 2, 3 never
+    # Shuffled, in 'anchors' mode, or on another rank: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        build(labels, 8, 2, 'images', shuffle=True)
+        build(labels, 8, 2, 'anchors', shuffle=False)
+        build(labels, 8, 2, 'images', rank=1, world_size=2, shuffle=False)
+
+
 def test_every_class_of_one_image():
     labels = np.arange(10)
     with pytest.warns(UserWarning, match='10 class'):

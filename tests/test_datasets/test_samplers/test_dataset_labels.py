@@ -6,7 +6,7 @@ from label_toys import (CatIdsOnly, DataInfoOnly, GtLabelsArray,
                         MMBakeToyLabels, ToyMultiLabels)
 from mmengine.dataset import ClassBalancedDataset, ConcatDataset, RepeatDataset
 from mmengine.runner.runner import _SlicedDataset
-from mmpretrain.datasets import KFoldDataset
+from mmpretrain.datasets import BaseDataset, KFoldDataset
 
 from mmbake.datasets import get_dataset_labels
 
@@ -97,6 +97,17 @@ def test_sliced_dataset_of_runner_keeps_its_length():
     np.testing.assert_array_equal(get_dataset_labels(dataset), LABELS_A[:5])
 
 
+class LabelListsBase(BaseDataset):
+    """An mmpretrain ``BaseDataset`` (not a MultiLabelDataset) with label
+    lists of different lengths: its ``get_gt_labels()`` raises."""
+
+    load_data_list = ToyMultiLabels.load_data_list
+
+    def __init__(self, label_lists) -> None:
+        self._label_lists = [list(labels) for labels in label_lists]
+        super().__init__(ann_file='', metainfo=dict(classes=['c0', 'c1']))
+
+
 MULTI_LABEL_DATASETS = {
     'MultiLabelDataset':
     lambda: ToyMultiLabels([[0, 1], [2], [1]]),
@@ -109,6 +120,8 @@ MULTI_LABEL_DATASETS = {
     lambda: GtLabelsArray(np.array([[0, 1], [1, 0]])),
     'get_gt_labels-ragged':
     lambda: GtLabelsArray([[0, 1], [1]]),
+    'BaseDataset-ragged':
+    lambda: LabelListsBase([[0, 1], [1]]),
     'ConcatDataset':
     lambda: ConcatDataset(
         [MMBakeToyLabels([0, 2, 1]),

@@ -80,11 +80,12 @@ def runner_cfg(data_root: str,
     if by_epoch:
         train_cfg = dict(by_epoch=True, max_epochs=length)
         sampler = dict(type='DefaultSampler', shuffle=True)
-        checkpoint = dict(type='CheckpointHook', interval=1)
+        checkpoint = dict(type='SafeCheckpointHook', interval=1)
     else:
         train_cfg = dict(by_epoch=False, max_iters=length)
         sampler = dict(type='InfiniteSampler', shuffle=True)
-        checkpoint = dict(type='CheckpointHook', interval=3, by_epoch=False)
+        checkpoint = dict(
+            type='SafeCheckpointHook', interval=3, by_epoch=False)
     return dict(
         model=dict(
             type='ImageClassifier',
