@@ -74,13 +74,18 @@ def test_the_old_studies_reproduced_from_their_json(name, rows, tmp_path):
     assert osp.getsize(paths['plot']) > 0 and 'reliability' not in paths
 
 
-def test_the_budget_map_results_hold_every_declared_run(tmp_path):
-    path = str(tmp_path / 'budget_map_fashion_mnist.json')
-    shutil.copy(osp.join(RESULTS, 'budget_map_fashion_mnist.json'), path)
+@pytest.mark.parametrize('name, commit',
+                         [('budget_map_fashion_mnist', '19708c4'),
+                          ('calibration_fashion_mnist', 'c58fcbf')])
+def test_committed_results_hold_every_declared_run(name, commit, tmp_path):
+    path = str(tmp_path / f'{name}.json')
+    shutil.copy(osp.join(RESULTS, f'{name}.json'), path)
     with open(path) as f:
         results = json.load(f)
-    assert results['declaration'] == study.load_study(MAP)
-    assert results['code']['commit'].startswith('19708c4')
+    assert results['declaration'] == study.load_study(
+        osp.join(STUDIES, f'{name}.py'))
+    assert results['code']['commit'].startswith(commit)
+    assert results['code']['uncommitted'] == []
     runs = results['runs']
     assert sorted(map(study.run_key, runs)) == sorted(
         map(study.run_key, results['declaration']['runs']))
@@ -89,10 +94,20 @@ def test_the_budget_map_results_hold_every_declared_run(tmp_path):
         assert sum(run['reliability']['count']) == 10000  # test images
         for key in ('top1', 'nll', 'ece', 'confidence_gap'):
             assert isinstance(run[key], float)
+        if 'calibrate' in results['declaration']:
+            # Fitted on training images 50,000-54,999; the folded model
+            # keeps its top-1 on the 10,000 test images.
+            assert run['heldout']['images'] == 5000
+            assert sum(run['reliability_ts']['count']) == 10000
+            # (one image is 0.01 points; the log holds float32)
+            assert run['top1_ts'] == pytest.approx(run['top1'], abs=1e-4)
+            assert run['temperature'] > 0
+            assert run['heldout']['after']['nll'] <= \
+                run['heldout']['before']['nll']
     # The committed tables are the report of this JSON.
     paths = report.write_report(path)
-    with open(paths['markdown']) as f, open(
-            osp.join(RESULTS, 'budget_map_fashion_mnist.md')) as g:
+    with open(paths['markdown']) as f, open(osp.join(RESULTS,
+                                                     f'{name}.md')) as g:
         assert f.read() == g.read()
     assert osp.getsize(paths['reliability']) > 0
 

@@ -8,8 +8,6 @@ plain mmpretrain without mmbake, and bad input must end with one
 """
 import glob
 import os.path as osp
-import re
-import sys
 
 import pytest
 import torch
@@ -21,7 +19,7 @@ from mmpretrain.registry import MODELS
 from mmbake.models import make_bake_head
 from tests.script_utils import REPO_ROOT, load_script
 from tests.test_tools.test_publish_model import (PLAIN_CONFIG,
-                                                 PLAIN_LOAD_SCRIPT,
+                                                 load_in_plain_mmpretrain,
                                                  tiny_run_options)
 
 TOOL = 'tools/analysis_tools/calibrate.py'
@@ -141,33 +139,12 @@ def test_plain_mmpretrain_loads_the_calibrated_file(calibrated, run_tool):
     """In a fresh interpreter without mmbake: ``LinearClsHead`` config,
     weights-only strict load, the folded logits, and mmpretrain's own
     ``tools/test.py`` gives the original model's top-1."""
-    import mmpretrain
-    test_py = osp.join(
-        osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
-    if not osp.isfile(test_py):
-        pytest.skip(f'mmpretrain ships no tools/test.py at {test_py}')
-    tmp = calibrated['tmp']
-    inputs_file, logits_file = tmp / 'inputs.pth', tmp / 'plain_logits.pth'
+    inputs_file = str(calibrated['tmp'] / 'inputs.pth')
     torch.save(calibrated['inputs'], inputs_file)
-    config = tmp / 'plain_config.py'
-    options = tiny_run_options(calibrated['root'], str(tmp / 'plain'))
-    config.write_text(
-        f'_base_ = [{PLAIN_CONFIG!r}]\n'
-        'custom_imports = dict(imports=[], allow_failed_imports=False)\n' +
-        ''.join(f'{k} = {v!r}\n' for k, v in options.items()))
-    proc = run_tool([
-        sys.executable, '-c', PLAIN_LOAD_SCRIPT,
-        str(config), calibrated['out'],
-        str(inputs_file),
-        str(logits_file),
-        str(tmp / 'plain'), test_py
-    ],
-                    cwd=str(tmp))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    torch.testing.assert_close(
-        torch.load(logits_file, weights_only=True),
-        calibrated['folded_logits'])
-    top1 = float(re.search(r'^TOP1 (\S+)$', proc.stdout, re.M).group(1))
+    logits, top1 = load_in_plain_mmpretrain(run_tool, calibrated['tmp'],
+                                            calibrated['root'],
+                                            calibrated['out'], inputs_file)
+    torch.testing.assert_close(logits, calibrated['folded_logits'])
     assert top1 == pytest.approx(calibrated['top1'], abs=1e-6)
 
 

@@ -187,19 +187,24 @@ PLAIN_LOAD_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_plain_mmpretrain_loads_release(trained_run, published, run_tool):
+def load_in_plain_mmpretrain(run_tool, tmp, data_root: str, release: str,
+                             inputs_file: str) -> tuple:
+    """Run :data:`PLAIN_LOAD_SCRIPT` on ``release``: the logits of the
+    inputs and the top-1 of mmpretrain's own ``tools/test.py``.
+
+    The config is the plain twin of the BAKE config with the tiny data. Its
+    base runtime loads mmbake through ``custom_imports`` and names mmbake's
+    ``SafeCheckpointHook``; a user without mmbake has neither, so the
+    import is emptied and the hook is mmengine's ``CheckpointHook`` here.
+    """
     import mmpretrain
-    tmp = trained_run['tmp']
     test_py = osp.join(
         osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
     if not osp.isfile(test_py):
         pytest.skip(f'mmpretrain ships no tools/test.py at {test_py}')
-
-    # The plain twin of the BAKE config, with the same tiny data. Its base
-    # runtime loads mmbake through custom_imports; a user without mmbake
-    # has no such line, so it is emptied here.
     config = tmp / 'plain_config.py'
-    options = tiny_run_options(trained_run['data_root'], str(tmp / 'plain'))
+    options = tiny_run_options(data_root, str(tmp / 'plain'))
+    options['default_hooks'] = dict(checkpoint=dict(type='CheckpointHook'))
     config.write_text(
         f'_base_ = [{PLAIN_CONFIG!r}]\n'
         'custom_imports = dict(imports=[], allow_failed_imports=False)\n' +
@@ -207,15 +212,21 @@ def test_plain_mmpretrain_loads_release(trained_run, published, run_tool):
     logits_file = tmp / 'plain_logits.pth'
     proc = run_tool([
         sys.executable, '-c', PLAIN_LOAD_SCRIPT,
-        str(config), published, trained_run['inputs_file'],
+        str(config), release, inputs_file,
         str(logits_file),
         str(tmp / 'plain'), test_py
     ],
                     timeout=SUBPROCESS_TIMEOUT_S,
                     cwd=str(tmp))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    plain_logits = torch.load(logits_file, weights_only=True)
-    torch.testing.assert_close(plain_logits, trained_run['logits'])
     top1 = float(re.search(r'^TOP1 (\S+)$', proc.stdout, re.M).group(1))
+    return torch.load(logits_file, weights_only=True), top1
+
+
+def test_plain_mmpretrain_loads_release(trained_run, published, run_tool):
+    logits, top1 = load_in_plain_mmpretrain(run_tool, trained_run['tmp'],
+                                            trained_run['data_root'],
+                                            published,
+                                            trained_run['inputs_file'])
+    torch.testing.assert_close(logits, trained_run['logits'])
     assert top1 == pytest.approx(trained_run['top1'], abs=1e-6)

@@ -75,7 +75,8 @@ def build_model(cfg: Config, checkpoint: str, device: str = 'cpu'):
 
     mmpretrain's ``get_model`` puts the config's ``data_preprocessor`` (the
     normalisation) into the model, as the runner does; without it batch
-    normalisation's running statistics would not fit the images.
+    normalisation's running statistics would not fit the images. A training
+    checkpoint is read weights-only (``checkpoint_globals``).
 
     Args:
         cfg (Config): The full config.
@@ -87,7 +88,10 @@ def build_model(cfg: Config, checkpoint: str, device: str = 'cpu'):
     """
     from mmpretrain.apis import get_model
 
-    return get_model(cfg, pretrained=checkpoint, device=device)
+    from mmbake.utils import checkpoint_globals
+
+    with checkpoint_globals():
+        return get_model(cfg, pretrained=checkpoint, device=device)
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
