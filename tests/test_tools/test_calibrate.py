@@ -1,10 +1,11 @@
 """tools/analysis_tools/calibrate.py on the zoo's trained Fashion-MNIST model.
 
-The zoo checkpoint (a real BAKE model, under-confident) is calibrated on
-320 real training images; the folded file must give the original logits
-divided by T and the same class for every image, keep its keys, load in
-plain mmpretrain without mmbake, and bad input must end with one
-``error:`` line, exit status 2 and no file written.
+The zoo publishes that model calibrated; multiplying its final layer back by
+the recorded temperature gives the trained BAKE model (under-confident),
+which is calibrated here on 320 real training images; the folded file must
+give the original logits divided by T and the same class for every image,
+keep its keys, load in plain mmpretrain without mmbake, and bad input must
+end with one ``error:`` line, exit status 2 and no file written.
 """
 import glob
 import os.path as osp
@@ -25,8 +26,33 @@ from tests.test_tools.test_publish_model import (PLAIN_CONFIG,
 TOOL = 'tools/analysis_tools/calibrate.py'
 CONFIG = osp.join(REPO_ROOT, 'configs', 'fashion_mnist',
                   'resnet18_1xb64-heldout_fashion-mnist.py')
-(ZOO_CHECKPOINT, ) = glob.glob(
+(RELEASED, ) = glob.glob(
     osp.join(REPO_ROOT, 'checkpoints', 'bake_resnet18_1xb64_fashion-mnist_*'))
+FC = ('head.fc.weight', 'head.fc.bias')
+
+
+def test_the_released_model_is_calibrated_on_held_out_images():
+    fit = torch.load(RELEASED, weights_only=True)['meta']['calibration']
+    assert fit['num_images'] == 5000 and fit['changed'] == list(FC)
+    # Training images 50,000-54,999; the model trained on the first 10,000.
+    assert (fit['dataset']['type'], fit['dataset']['fold'],
+            fit['dataset']['num_splits']) == ('KFoldDataset', 10, 12)
+    assert fit['dataset']['dataset']['split'] == 'train'
+    assert fit['after']['nll'] < fit['before']['nll']
+    assert fit['after']['top1'] == fit['before']['top1']
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory) -> str:
+    """The trained model before calibration, from the released file."""
+    checkpoint = torch.load(RELEASED, weights_only=True)
+    temperature = checkpoint['meta'].pop('calibration')['temperature']
+    for key in FC:
+        checkpoint['state_dict'][key] = checkpoint['state_dict'][key] * \
+            temperature
+    path = str(tmp_path_factory.mktemp('trained') / 'trained.pth')
+    torch.save(checkpoint, path)
+    return path
 
 
 def heldout_options(data_root, num_splits=1, fold=0):
@@ -72,18 +98,18 @@ def logits_of(state_dict, data_root):
 
 
 @pytest.fixture(scope='module')
-def calibrated(fashion_mnist_small_root, tmp_path_factory):
+def calibrated(trained, fashion_mnist_small_root, tmp_path_factory):
     """The zoo model calibrated on the small root's 320 training images,
     and the logits of the original and the folded file on its test
     images."""
     tmp = tmp_path_factory.mktemp('calibrate')
     out = tmp / 'calibrated.pth'
     load_script(TOOL).main([
-        CONFIG, ZOO_CHECKPOINT, '--out',
+        CONFIG, trained, '--out',
         str(out), '--cfg-options', 'model.head.type=BAKEHead',
         *heldout_options(fashion_mnist_small_root)
     ])
-    original = torch.load(ZOO_CHECKPOINT, weights_only=True)
+    original = torch.load(trained, weights_only=True)
     folded = torch.load(out, weights_only=True)
     logits, inputs, labels = logits_of(original['state_dict'],
                                        fashion_mnist_small_root)
@@ -155,19 +181,20 @@ class Shifted(LinearClsHead):
         return super().forward(feats) + 1.0
 
 
-def test_bad_input_writes_nothing(fashion_mnist_small_root, tmp_path, capsys):
+def test_bad_input_writes_nothing(trained, fashion_mnist_small_root, tmp_path,
+                                  capsys):
     out = tmp_path / 'out.pth'
     root = fashion_mnist_small_root
 
     # 27 images (fold 11 of 12 of 320: 293-319): too few.
-    status, _, err = calibrate(ZOO_CHECKPOINT, out,
-                               heldout_options(root, 12, 11), capsys)
+    status, _, err = calibrate(trained, out, heldout_options(root, 12, 11),
+                               capsys)
     assert status == 2 and 'has 27 images, too few' in err
     assert err.count('error:') == 1
 
     # A head family without one final layer (multi-label) ...
     status, _, err = calibrate(
-        ZOO_CHECKPOINT, out,
+        trained, out,
         heldout_options(root) + ['model.head.type=MultiLabelLinearClsHead'],
         capsys)
     assert status == 2
@@ -176,27 +203,31 @@ def test_bad_input_writes_nothing(fashion_mnist_small_root, tmp_path, capsys):
     MODELS.register_module(
         name='BAKEShiftedTestHead', module=make_bake_head(Shifted), force=True)
     status, _, err = calibrate(
-        ZOO_CHECKPOINT, out,
+        trained, out,
         heldout_options(root) + ['model.head.type=BAKEShiftedTestHead'],
         capsys)
     assert status == 2
     assert 'are not the output of its final linear layer (head.fc)' in err
 
     # Weights that make every logit NaN: no finite temperature.
-    checkpoint = torch.load(ZOO_CHECKPOINT, weights_only=True)
+    checkpoint = torch.load(trained, weights_only=True)
     checkpoint['state_dict']['head.fc.bias'][:] = float('nan')
     broken = str(tmp_path / 'nan.pth')
     torch.save(checkpoint, broken)
     status, _, err = calibrate(broken, out, heldout_options(root), capsys)
     assert status == 2 and 'logits must be finite' in err
 
+    # A calibrated file: calibrating it again would compound temperatures.
+    status, _, err = calibrate(RELEASED, out, heldout_options(root), capsys)
+    assert status == 2 and 'is calibrated already (temperature 0.5' in err
+
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['nan.pth']
 
 
-def test_an_existing_out_file_is_never_replaced(tmp_path, capsys):
+def test_an_existing_out_file_is_never_replaced(trained, tmp_path, capsys):
     out = tmp_path / 'out.pth'
     out.write_bytes(b'keep me')
-    status, _, err = calibrate(ZOO_CHECKPOINT, out, [], capsys)
+    status, _, err = calibrate(trained, out, [], capsys)
     assert status == 2 and 'exists; give a new path' in err
     assert out.read_bytes() == b'keep me'

@@ -166,6 +166,7 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> Dict[str, Any]:
     meta['calibration'] = dict(
         temperature=temperature,
         changed=changed,
+        checkpoint=osp.basename(args.checkpoint),
         config=args.config,
         dataloader=LOADER,
         dataset=cfg[LOADER].dataset.to_dict(),
