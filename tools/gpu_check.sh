@@ -26,7 +26,7 @@ BUDGET=${BUDGET:-540}
 ROUNDS=${ROUNDS:-40}
 WHEELS=${WHEELS:-.whl}
 DEADLINE=$((SECONDS + BUDGET))
-mkdir -p "$OUT_DIR"
+mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
@@ -41,7 +41,7 @@ if ! "$PYTHON" -c 'import mmpretrain' 2> /dev/null; then
     fi
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
         --target "$OUT_DIR/site" "$WHEELS"/*.whl || exit 2
-    export PYTHONPATH="$PYTHONPATH:$PWD/$OUT_DIR/site"
+    export PYTHONPATH="$PYTHONPATH:$OUT_DIR/site"
 fi
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   "$PYTHON" -c 'import torch; print("torch", torch.__version__)'
