@@ -27,12 +27,18 @@ def free_port() -> int:
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple,
             queue, backend: str) -> None:
+    # Gloo ranks on a CUDA machine may outnumber its GPUs (two ranks share
+    # one): LOCAL_RANK must still name a visible device, since mmengine's
+    # logger indexes CUDA_VISIBLE_DEVICES with it (IndexError otherwise).
+    local_rank = rank
+    if backend == 'gloo' and torch.cuda.is_available():
+        local_rank = rank % torch.cuda.device_count()
     os.environ.update(
         MASTER_ADDR='127.0.0.1',
         MASTER_PORT=str(port),
         RANK=str(rank),
         WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank))
+        LOCAL_RANK=str(local_rank))
     try:
         if backend == 'nccl':
             torch.cuda.set_device(rank)
