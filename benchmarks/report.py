@@ -188,7 +188,8 @@ class Report:
                 ax.set_xlabel(self.label)
             ax.set_title(
                 f'paired difference, {METRICS[metric][0]}', fontsize=10)
-        axes[0, 0].legend(fontsize=7)
+        if axes[0, 0].get_legend_handles_labels()[0]:  # pairs with results
+            axes[0, 0].legend(fontsize=7)
         fig.suptitle(self.study['name'], fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=110)

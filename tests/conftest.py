@@ -1,30 +1,70 @@
 """Fixtures shared by the whole test suite: real Fashion-MNIST data roots and
-a runner for the command-line tools.
+two runners for the command-line tools (a subprocess, or ``main()`` in this
+process).
 
 The data comes from the Debian package ``dataset-fashion-mnist`` through
 ``tools/dataset_converters/prepare_fashion_mnist.py`` (or from an existing
 ``data/fashion_mnist``); tests that need it are skipped, with the reason,
 where neither is present.
 """
+import contextlib
+import fcntl
 import os
 import os.path as osp
 import signal
 import socket
 import subprocess
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+import traceback
+import uuid
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+import torch
 
 from tests.script_utils import load_script
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# One compute thread per process, the test processes (pytest-xdist runs one
+# per core) and the ones they start: OpenMP threads that outnumber the free
+# cores spin at barriers and slow training several times over.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+torch.set_num_threads(1)
 PREPARE_TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                         'prepare_fashion_mnist.py')
 # Sizes of the small data root: enough for a few real training steps and a
 # meaningful (if noisy) accuracy, small enough to load in milliseconds.
 SMALL_TRAIN_IMAGES = 320
 SMALL_TEST_IMAGES = 200
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """For pytest-xdist's ``--dist loadgroup`` (pytest.ini): each file's
+    tests run on one worker, so that its module fixtures are built once;
+    the multi-process tests (mark ``dist``) run one after another on one
+    worker, and first. Two gloo worlds at once on two cores make each
+    other's ranks wait, which doubles their time."""
+    items.sort(key=lambda item: item.get_closest_marker('dist') is None)
+    for item in items:
+        group = 'dist' if item.get_closest_marker('dist') else \
+            item.nodeid.split('::')[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@contextlib.contextmanager
+def shared_by_workers(tmp_path_factory, name: str) -> Iterator[Path]:
+    """``name`` in the folder that the pytest-xdist workers of this run
+    share (the base temporary folder without xdist), held under a lock:
+    what one worker builds there, the others reuse."""
+    folder = tmp_path_factory.getbasetemp()
+    if 'PYTEST_XDIST_WORKER' in os.environ:
+        folder = folder.parent
+    with open(folder / f'{name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield folder / name
 
 
 @pytest.fixture(scope='session')
@@ -44,8 +84,10 @@ def fashion_mnist_root(tmp_path_factory) -> str:
             f'Debian package files in {tool.DEBIAN_DIR} exist (apt-get '
             'install dataset-fashion-mnist, or run '
             'tools/dataset_converters/prepare_fashion_mnist.py)')
-    out_dir = str(tmp_path_factory.mktemp('fashion_mnist'))
-    return tool.prepare_fashion_mnist(out_dir, source='debian')
+    with shared_by_workers(tmp_path_factory, 'fashion_mnist') as out_dir:
+        if tool.find_problems(str(out_dir)):
+            tool.prepare_fashion_mnist(str(out_dir), source='debian')
+        return str(out_dir)
 
 
 def _write_idx_prefix(src: str, dst: str, num_items: int) -> None:
@@ -102,18 +144,22 @@ def tiny_cfg_options(fashion_mnist_small_root) -> List[str]:
 
 
 @pytest.fixture(scope='session')
-def mmbake_modules() -> str:
+def mmbake_modules(tmp_path_factory) -> str:
     """The modules of torch, mmengine, mmpretrain and mmcv that ``import
     mmbake`` loads, comma-separated, for ``tests/identity_snapshot.py
-    --preload``."""
+    --preload``; found once per test run, in a fresh interpreter."""
     from tests.identity_snapshot import report
-    result = subprocess.run([sys.executable, '-m', 'tests.identity_snapshot'],
-                            cwd=REPO_ROOT,
-                            capture_output=True,
-                            text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return ','.join(report(result.stdout)['watched_modules'])
+    with shared_by_workers(tmp_path_factory, 'mmbake_modules.txt') as path:
+        if not path.exists():
+            result = subprocess.run(
+                [sys.executable, '-m', 'tests.identity_snapshot'],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+            path.write_text(','.join(report(result.stdout)['watched_modules']))
+        return path.read_text()
 
 
 def free_port() -> int:
@@ -135,9 +181,6 @@ def tool_env() -> Dict[str, str]:
         p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
     env['PYTHON'] = sys.executable
     env['PORT'] = str(free_port())
-    # One compute thread per process: on two shared cores, OpenMP threads
-    # that outnumber free cores spin at barriers and slow training tenfold.
-    env.setdefault('OMP_NUM_THREADS', '1')
     return env
 
 
@@ -179,3 +222,69 @@ def run_tool(tool_env) -> Callable[..., subprocess.CompletedProcess]:
                                            stderr)
 
     return run
+
+
+# Tools whose main() builds an mmengine Runner: in one process, each run
+# needs an experiment name of its own, or mmengine hands the second run the
+# first one's logger and visualizer (instances are looked up by that name).
+RUNNER_TOOLS = ('train.py', 'test.py', 'visualize_soft_targets.py',
+                'calibrate.py')
+
+
+@pytest.fixture
+def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``[sys.executable, SCRIPT, *ARGS]`` as ``SCRIPT``'s ``main(ARGS)``
+    in this process, where a new interpreter would add only its start-up
+    (about 4 s): the same ``CompletedProcess`` as :func:`run_tool`.
+
+    ``SystemExit`` or an int that ``main()`` returns gives the return code;
+    any other exception prints its
+    traceback to stderr and gives 1; warnings are appended to stderr, as an
+    interpreter would print them. Where CUDA is visible, the command runs as
+    a subprocess (``run_tool``), whose environment can hide the GPU.
+    """
+
+    def call(
+            cmd: Sequence[str],
+            timeout: float = 300,
+            cwd: Optional[str] = None,
+            env: Optional[Dict[str,
+                               str]] = None) -> subprocess.CompletedProcess:
+        if cmd[0] != sys.executable or env is not None or cwd is not None:
+            raise ValueError('call_tool runs [sys.executable, SCRIPT, ...] '
+                             'in this process, without env or cwd; use '
+                             'run_tool for anything else')
+        if torch.cuda.is_available():
+            return run_tool(cmd, timeout=timeout)
+        script, argv = cmd[1], list(cmd[2:])
+        if osp.basename(script) in RUNNER_TOOLS:
+            argv += ['--cfg-options', f'experiment_name=t{uuid.uuid4().hex}']
+        saved_environ, saved_path = dict(os.environ), list(sys.path)
+
+        # tools/mmbake_tools is found beside the scripts of tools/.
+        sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
+        capfd.readouterr()
+        code = 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            try:
+                status = load_script(script).main(argv)
+                # A main() that returns its exit status, for sys.exit().
+                code = status if isinstance(status, int) else 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else \
+                    int(exc.code is not None)
+            except Exception:  # noqa: B902 - a crash, as a process shows it
+                traceback.print_exc()
+                code = 1
+            finally:
+                os.environ.clear()
+                os.environ.update(saved_environ)
+                sys.path[:] = saved_path
+        out, err = capfd.readouterr()
+        err += ''.join(
+            warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+            for w in caught)
+        return subprocess.CompletedProcess(list(cmd), code, out, err)
+
+    return call

@@ -1,6 +1,7 @@
 """Run a function in real torch.distributed (gloo) worker processes.
 
-Each worker initialises gloo, runs the function, sends back its result,
+Each worker (forked from a server process that has imported mmbake)
+initialises gloo, runs the function, sends back its result,
 then ends with ``destroy_process_group()`` and ``os._exit(0)``: on torch
 2.13/2.14 a plain interpreter exit aborts about one gloo run in 40
 (docs/compatibility.md). Every run has a hard timeout, so a hang fails the
@@ -81,7 +82,10 @@ def run_distributed(fn: Callable,
         AssertionError: If a worker failed, or the run did not finish in
             time (the workers are then killed).
     """
-    ctx = mp.get_context('spawn')
+    # Each rank is forked from one clean server process that has imported
+    # torch and mmbake once (about 4 s); spawn would import them per rank.
+    ctx = mp.get_context('forkserver')
+    ctx.set_forkserver_preload(['mmbake'])
     queue = ctx.Queue()
     port = free_port()
     procs = [

@@ -8,7 +8,8 @@ tests.identity_snapshot``) it prints, as JSON, what ``import mmbake`` (or
 the module named by ``--import``) and then the command line given after
 ``--`` (a tool, run in-process) replaced or added, leaving out what the
 libraries change themselves (:func:`libraries_own`), and whether torch's
-weights-only allowlist changed.
+weights-only allowlist changed; with ``--then MODULE``, also what importing
+``MODULE`` afterwards replaced and added (under ``then``).
 """
 import argparse
 import importlib
@@ -107,6 +108,7 @@ def main() -> None:
         help='modules to import '
         'first, comma-separated')
     parser.add_argument('--import', dest='module', default='mmbake')
+    parser.add_argument('--then', help='a module to import last')
     parser.add_argument('argv', nargs='*', help='-- SCRIPT ARGS...')
     args = parser.parse_args()
     for name in filter(None, args.preload.split(',')):
@@ -121,14 +123,21 @@ def main() -> None:
         sys.argv = list(args.argv)
         sys.path.insert(0, osp.dirname(osp.abspath(args.argv[0])))
         runpy.run_path(args.argv[0], run_name='__main__')
-    after = snapshot()
-    print('SNAPSHOT ' + json.dumps(
-        dict(
-            replaced=replaced(before, after),
-            added=added(before, after),
-            allowlist_changed=safe_globals() != allowlist,
-            schemes_added=sorted(set(schemes()) - set(prefixes)),
-            watched_modules=sorted(m for m in sys.modules if watched(m)))))
+    after, allowlist_after = snapshot(), safe_globals()
+    found = dict(
+        replaced=replaced(before, after),
+        added=added(before, after),
+        allowlist_changed=allowlist_after != allowlist,
+        schemes_added=sorted(set(schemes()) - set(prefixes)),
+        watched_modules=sorted(m for m in sys.modules if watched(m)))
+    if args.then:
+        importlib.import_module(args.then)
+        last = snapshot()
+        found['then'] = dict(
+            replaced=replaced(after, last),
+            added=added(after, last),
+            allowlist_changed=safe_globals() != allowlist_after)
+    print('SNAPSHOT ' + json.dumps(found))
 
 
 if __name__ == '__main__':

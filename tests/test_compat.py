@@ -1,7 +1,7 @@
 """``import mmbake`` only registers; ``import mmbake.compat`` replaces two
 named functions, and only those.
 
-Both are checked in a fresh interpreter with the identity snapshot of
+Both are checked in one fresh interpreter with the identity snapshot of
 ``tests/identity_snapshot.py``, after importing every module of torch,
 mmengine, mmpretrain and mmcv that ``import mmbake`` loads, so that a
 replacement inside any of them would show.
@@ -28,23 +28,22 @@ def probe(*args: str) -> dict:
     return report(result.stdout)
 
 
-def test_import_mmbake_replaces_nothing(mmbake_modules):
-    found = probe('--preload', mmbake_modules)
+def test_import_mmbake_replaces_nothing_and_the_opt_in_two_functions(
+        mmbake_modules):
+    found = probe('--preload', mmbake_modules, '--then', 'mmbake.compat')
     assert found['replaced'] == [] and found['added'] == []
     assert not found['allowlist_changed']
     # Registered through mmengine's public CheckpointLoader.register_scheme:
     # the prefix of the weights that ship with the model zoo.
     assert found['schemes_added'] == ['mmbake://']
-
-
-def test_the_opt_in_replaces_exactly_its_two_functions(mmbake_modules):
-    found = probe('--preload', mmbake_modules, '--import', 'mmbake.compat')
-    assert found['replaced'] == [
+    # Then the opt-in, as a config's custom_imports would load it.
+    assert found['then']['replaced'] == [
         'mmengine.dist.utils._init_dist_pytorch',
         'mmengine.model.wrappers.distributed.MMDistributedDataParallel.'
         '__init__'
     ]
-    assert found['added'] == [] and not found['allowlist_changed']
+    assert found['then']['added'] == []
+    assert not found['then']['allowlist_changed']
 
 
 def test_cpu_model_wrapper_cfg():

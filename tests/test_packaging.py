@@ -94,7 +94,11 @@ def test_wheel_ships_the_zoo(wheel, metafile):
     assert [name for name in configs if in_package[name] > 1] == []
 
 
-def test_released_weights_resolve_in_an_installed_wheel(wheel, tmp_path):
+def test_released_weights_resolve_in_an_installed_wheel(
+        wheel, metafile, tmp_path):
+    """In a fresh interpreter, from the installed wheel: ``import mmbake``
+    alone registers the zoo beside mmpretrain's own models, and the
+    released weights load through ``get_model``."""
     site = tmp_path / 'site-packages'
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
@@ -103,12 +107,15 @@ import json, os.path as osp
 import mmbake, mmpretrain, torch
 from mmpretrain.apis import ModelHub
 from mmbake.model_zoo import find_model_zoo_root
+listed = [mmpretrain.list_models('*bake*'),
+          mmpretrain.list_models('resnet50_8xb32_in1k')]
 info = ModelHub.get({RELEASED!r})  # loads its config file
 model = mmpretrain.get_model({RELEASED!r}, pretrained=True)
 with torch.no_grad():
     logits = model(torch.zeros(1, 1, 28, 28), mode='tensor')
 print(json.dumps(dict(
-    package=osp.dirname(mmbake.__file__), root=find_model_zoo_root(),
+    listed=listed, package=osp.dirname(mmbake.__file__),
+    root=find_model_zoo_root(),
     weights=info.weights, config=info.config.filename,
     weights_exist=osp.isfile(
         osp.join(find_model_zoo_root(), info.weights[len('mmbake://'):])),
@@ -125,6 +132,9 @@ print(json.dumps(dict(
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     mim = osp.join(str(site), 'mmbake', '.mim')
+    bake, stock = found['listed']
+    assert bake == sorted(m['Name'] for m in metafile['Models'])
+    assert stock == ['resnet50_8xb32_in1k']
     assert found['package'] == osp.join(str(site), 'mmbake')
     assert found['root'] == mim
     # mmbake:// weights resolve under the wheel's zoo root.

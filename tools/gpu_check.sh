@@ -60,8 +60,7 @@ step() {
 
 # The benchmarks run even when a test fails; the exit status is the tests'.
 step gpu_tests "$PYTHON" -m pytest tests/test_models/test_gpu.py \
-    tests/test_compat.py tests/test_utils/test_checkpoint.py -v \
-    -p no:cacheprovider
+    tests/test_compat.py tests/test_utils/test_checkpoint.py -v -n 0
 tests_status=$?
 for ranks in 1 8; do
     step "step_${ranks}x32" "$PYTHON" benchmarks/bake_overhead.py \

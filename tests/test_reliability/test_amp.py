@@ -21,15 +21,16 @@ from mmengine.config import Config
 from .tool_runs import BAKE_CONFIG, TRAIN
 
 
-def test_amp_without_gpu_trains_with_finite_losses(tmp_path, run_tool,
-                                                   tool_env, tiny_cfg_options):
+def test_amp_without_gpu_trains_with_finite_losses(tmp_path, call_tool,
+                                                   tiny_cfg_options):
     work_dir = str(tmp_path / 'work')
-    result = run_tool([
+    # No GPU visible (conftest.py: call_tool is a GPU-less subprocess where
+    # CUDA is visible).
+    result = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--amp', '--work-dir', work_dir,
         '--no-validate', '--cfg-options', *tiny_cfg_options,
         'default_hooks.logger.interval=1'
-    ],
-                      env=tool_env)  # no GPU visible: see conftest.py
+    ])
     assert result.returncode == 0, result.stderr[-3000:]
 
     dumped = Config.fromfile(osp.join(work_dir, osp.basename(BAKE_CONFIG)))

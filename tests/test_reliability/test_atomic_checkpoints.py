@@ -26,7 +26,7 @@ from .tool_runs import (BAKE_CONFIG, PAUSE_ENV, PAUSE_MARKER, RUN_TIMEOUT_S,
 
 
 def test_kill_while_saving_leaves_a_resumable_work_dir(
-        tmp_path, fashion_mnist_small_root, run_tool, tool_env):
+        tmp_path, fashion_mnist_small_root, call_tool, tool_env):
     config = write_config(
         str(tmp_path / 'bake_tiny.py'), fashion_mnist_small_root, length=2)
     work = str(tmp_path / 'work')
@@ -63,15 +63,16 @@ def test_kill_while_saving_leaves_a_resumable_work_dir(
     with open(pointer, 'w') as f:
         f.write(second)
 
-    refused = run_tool([
+    # The killed run was a process; what follows calls the tool's main().
+    refused = call_tool([
         sys.executable, TRAIN, config, '--work-dir', work, '--resume', second
     ],
-                       timeout=RUN_TIMEOUT_S)
+                        timeout=RUN_TIMEOUT_S)
     assert refused.returncode == 2
     assert f'--resume checkpoint {second} is not complete' in refused.stderr
     assert 'Traceback' not in refused.stderr
 
-    resumed = run_tool(
+    resumed = call_tool(
         [sys.executable, TRAIN, config, '--work-dir', work, '--resume'],
         timeout=RUN_TIMEOUT_S)
     out = resumed.stdout + resumed.stderr
@@ -89,16 +90,16 @@ def test_kill_while_saving_leaves_a_resumable_work_dir(
 
 
 def test_broken_pointer_without_checkpoints_is_a_clear_error(
-        tmp_path, run_tool, tiny_cfg_options):
+        tmp_path, call_tool, tiny_cfg_options):
     work = tmp_path / 'work'
     work.mkdir()
     missing = str(work / 'epoch_3.pth')
     (work / 'last_checkpoint').write_text(missing)
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
         str(work), '--resume', '--cfg-options', *tiny_cfg_options
     ],
-                      timeout=120)
+                       timeout=120)
     assert result.returncode == 2
     assert (f"names {missing!r}, which is missing or incomplete, and {work} "
             'holds no other complete checkpoint; train without --resume to '

@@ -1,15 +1,18 @@
 """Bad input through ``tools/train.py``: a clear message, never a traceback.
 
-Each case is one real command line, as a user types it: a BAKE setting out
-of range given with ``--cfg-options``, a dataset BAKE cannot use, a dataset
-that is not there, or labels the head has no class for (the last two also
-through ``tools/test.py`` and ``visualize_soft_targets.py``). The tool must
-exit with status 2 and print ``error: <message>`` naming the
-parameter and the allowed values, print no traceback, end within seconds
-(the runner builds the model, dataloaders and optimizer before training),
-and leave the files already in the work dir (a checkpoint, its pointer, a
-log folder) untouched. Two cases are documented warnings, not errors: the
-run trains and says why BAKE works less well.
+Each case is one real command line, as a user types it, run as the tool's
+``main()`` in this process: a BAKE setting out of range given with
+``--cfg-options``, a dataset BAKE cannot use, a dataset that is not there,
+or labels the head has no class for (the last two also through
+``tools/test.py`` and ``visualize_soft_targets.py``). The tool must exit
+with status 2 and print ``error: <message>`` naming the parameter and the
+allowed values, print no traceback, end within seconds (the runner builds
+the model, dataloaders and optimizer before training), and leave the files
+already in the work dir (a checkpoint, its pointer, a log folder)
+untouched. Two cases are documented warnings, not errors: the run trains
+and says why BAKE works less well. In a new interpreter: the
+``MMBAKE_DEBUG`` case here (exit status 1, the traceback), and a bad
+command line in ``tests/test_tools/test_train_test.py`` (exit status 2).
 
 Errors that only the Python API can produce (feature sizes that differ
 across ranks, non-finite logits) are covered where that API is tested; see
@@ -169,7 +172,7 @@ CASE_PARAMS = list(ERROR_CASES)
 
 
 @pytest.mark.parametrize('case_id', CASE_PARAMS)
-def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
+def test_bad_input_is_a_clear_error(case_id, tmp_path, call_tool,
                                     tiny_cfg_options):
     additions, fragments = ERROR_CASES[case_id]
     config, args, options = BAKE_CONFIG, [], []
@@ -196,11 +199,11 @@ def test_bad_input_is_a_clear_error(case_id, tmp_path, run_tool,
     before = snapshot(work_dir)
 
     # No GPU is visible (conftest.py), so --amp means bfloat16 everywhere.
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN, config, '--work-dir', work_dir, *args,
         '--cfg-options', *tiny_cfg_options, *options
     ],
-                      timeout=120)
+                       timeout=120)
 
     assert_one_error_line(result, fragments)
     after = snapshot(work_dir)
@@ -217,7 +220,7 @@ TOOL_LOADERS = {
 
 @pytest.mark.parametrize('tool', list(TOOL_LOADERS))
 @pytest.mark.parametrize('case', ['data-not-there', 'labels'])
-def test_data_errors_are_clear_in_every_tool(tool, case, tmp_path, run_tool,
+def test_data_errors_are_clear_in_every_tool(tool, case, tmp_path, call_tool,
                                              tiny_cfg_options):
     script, loader = TOOL_LOADERS[tool]
     checkpoint = str(tmp_path / 'weights.pth')
@@ -237,11 +240,11 @@ def test_data_errors_are_clear_in_every_tool(tool, case, tmp_path, run_tool,
     args = ['--out-dir', str(tmp_path / 'out')] if tool == 'visualize' \
         else ['--work-dir', str(tmp_path / 'work')]
 
-    result = run_tool([
+    result = call_tool([
         sys.executable, script, BAKE_CONFIG, checkpoint, *args,
         '--cfg-options', *tiny_cfg_options, option
     ],
-                      timeout=120)
+                       timeout=120)
 
     assert_one_error_line(result, fragments)
 
@@ -253,7 +256,7 @@ def labels_of_small_root(data_root: str) -> np.ndarray:
 
 
 def test_class_with_a_single_image_trains_with_a_warning(
-        tmp_path, run_tool, tiny_cfg_options, fashion_mnist_small_root):
+        tmp_path, call_tool, tiny_cfg_options, fashion_mnist_small_root):
     labels = labels_of_small_root(fashion_mnist_small_root)
     # One image of the first image's class, three of every other class.
     single = int(labels[0])
@@ -261,7 +264,7 @@ def test_class_with_a_single_image_trains_with_a_warning(
         int(i) for c in range(10) if c != single
         for i in np.flatnonzero(labels == c)[:3]
     ]
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
         str(tmp_path / 'work'), '--no-validate', '--cfg-options',
         *tiny_cfg_options, 'train_dataloader.dataset.indices=[' +
@@ -275,9 +278,9 @@ def test_class_with_a_single_image_trains_with_a_warning(
     assert 'Epoch(train) [1][2/2]' in result.stdout + result.stderr
 
 
-def test_bake_without_class_aware_batches_warns(tmp_path, run_tool,
+def test_bake_without_class_aware_batches_warns(tmp_path, call_tool,
                                                 tiny_cfg_options):
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir',
         str(tmp_path / 'work'), '--no-validate', '--cfg-options',
         *tiny_cfg_options, 'train_dataloader.batch_sampler=None'

@@ -37,10 +37,10 @@ def touch_source(path: str) -> str:
 
 
 @pytest.fixture
-def trained_checkpoint(tmp_path, run_tool, tiny_cfg_options) -> str:
+def trained_checkpoint(tmp_path, call_tool, tiny_cfg_options) -> str:
     """The epoch-1 checkpoint of a real one-epoch BAKE run."""
     work_dir = str(tmp_path / 'work')
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir', work_dir,
         '--no-validate', '--cfg-options', *tiny_cfg_options
     ])
@@ -49,7 +49,7 @@ def trained_checkpoint(tmp_path, run_tool, tiny_cfg_options) -> str:
 
 
 def test_crafted_checkpoints_never_run_code(tmp_path, trained_checkpoint,
-                                            run_tool, tiny_cfg_options):
+                                            call_tool, tiny_cfg_options):
     marker = str(tmp_path / 'code_ran')
     work_dir = osp.dirname(trained_checkpoint)
 
@@ -66,8 +66,8 @@ def test_crafted_checkpoints_never_run_code(tmp_path, trained_checkpoint,
             sys.executable, TEST, BAKE_CONFIG, pickled, '--work-dir',
             str(tmp_path / 'test')
     ]):
-        result = run_tool([*cmd, '--cfg-options', *tiny_cfg_options],
-                          timeout=120)
+        result = call_tool([*cmd, '--cfg-options', *tiny_cfg_options],
+                           timeout=120)
         assert result.returncode == 2, result.stderr[-3000:]
         assert (f'error: {pickled} holds objects that '
                 'torch.load(weights_only=True) refuses') in result.stderr
@@ -81,7 +81,7 @@ def test_crafted_checkpoints_never_run_code(tmp_path, trained_checkpoint,
     checkpoint = load_checkpoint(trained_checkpoint)
     checkpoint['meta']['config'] = touch_source(marker)
     torch.save(checkpoint, as_config)
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir', work_dir,
         '--no-validate', '--resume', as_config, '--cfg-options',
         *tiny_cfg_options, 'train_cfg.max_epochs=2'

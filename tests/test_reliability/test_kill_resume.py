@@ -1,9 +1,11 @@
-"""kill -9 in the middle of an epoch, then ``--resume``: same final weights.
+"""kill -9 in the middle of an epoch, then ``--resume``: same final weights;
+then ``tools/dist_test.sh`` on the uninterrupted run's checkpoint.
 
-For one process (``tools/train.py``) and two (``tools/dist_train.sh``,
-gloo): a BAKE run is parked at iteration 3 of epoch 2 (the pause hook of
-``pause_hook.py``, only so that the moment is deterministic) and every
-process of its session is killed with SIGKILL. ``--resume`` then continues
+Two processes (``tools/dist_train.sh``, gloo; one process killed while it
+saves is in ``test_atomic_checkpoints.py``): a BAKE run is parked at
+iteration 3 of epoch 2 (the pause hook of ``pause_hook.py``, only so that
+the moment is deterministic) and every process of its session is killed
+with SIGKILL. ``--resume`` then continues
 from ``epoch_1.pth`` and must end with the weights of a run that was never
 interrupted.
 
@@ -28,9 +30,9 @@ import re
 
 import pytest
 
-from .tool_runs import (PAUSE_ENV, PAUSE_MARKER, RUN_TIMEOUT_S,
-                        assert_same_weights, fresh_port, kill_group,
-                        load_checkpoint, rank_results, read, start,
+from .tool_runs import (DIST_TEST, PAUSE_ENV, PAUSE_MARKER, RUN_TIMEOUT_S,
+                        assert_same_weights, check_global_bake_run, fresh_port,
+                        kill_group, load_checkpoint, rank_results, read, start,
                         train_command, wait_for, write_config)
 
 EPOCHS = 2
@@ -38,10 +40,13 @@ EPOCHS = 2
 PAUSE_ITER = 3
 
 
-@pytest.mark.parametrize('nproc', [1, pytest.param(2, marks=pytest.mark.dist)])
-def test_killed_run_resumes_to_the_same_weights(nproc, tmp_path,
+@pytest.mark.dist
+def test_killed_run_resumes_to_the_same_weights(tmp_path,
                                                 fashion_mnist_small_root,
                                                 run_tool, tool_env):
+    # Two ranks: the kill reaches torchrun, every rank and every dataloader
+    # worker.
+    nproc = 2
     config = write_config(
         str(tmp_path / 'bake_tiny.py'),
         fashion_mnist_small_root,
@@ -81,35 +86,51 @@ def test_killed_run_resumes_to_the_same_weights(nproc, tmp_path,
     assert osp.isfile(osp.join(killed_dir, f'epoch_{EPOCHS}.pth'))
 
     # 3. The uninterrupted run with the same seed ends with the same model.
+    # It is also the two-rank, epoch-based global BAKE run of
+    # tools/dist_train.sh, from a folder of its own to see what it leaves.
+    cwd = tmp_path / 'cwd'
+    cwd.mkdir()
     reference_dir = str(tmp_path / 'reference')
     reference = run_tool(
         train_command(config, reference_dir, nproc, '--cfg-options',
                       f'randomness.seed={seed}'),
         timeout=RUN_TIMEOUT_S,
+        cwd=str(cwd),
         env=fresh_port(tool_env))
-    assert reference.returncode == 0, reference.stderr[-4000:]
+    check_global_bake_run(reference, nproc, 'epoch', EPOCHS)
+    # The tools started gloo on both ranks (no GPU: conftest.py).
+    assert (reference.stdout +
+            reference.stderr).count('backend "gloo" instead of "nccl"') == 2
+    assert re.search(rf'^Final top-1 \(val, epoch {EPOCHS}\): \d+\.\d\d$',
+                     reference.stdout, re.MULTILINE)
     assert_same_weights(
         osp.join(reference_dir, f'epoch_{EPOCHS}.pth'),
         osp.join(killed_dir, f'epoch_{EPOCHS}.pth'))
-    if nproc == 1:
-        assert final_top1(resumed.stdout) == final_top1(reference.stdout)
-    else:
-        # Each rank keeps its own BatchNorm running statistics (mmengine
-        # wraps DDP with broadcast_buffers=False) and only rank 0's are
-        # saved; a resumed rank 1 starts from rank 0's, so the validation
-        # top-1 (every rank evaluates its shard) may differ by an image
-        # between the two runs. Within each run the ranks agree.
-        for run in (resumed, reference):
-            results = rank_results(run.stdout)
-            assert sorted(results) == [0, 1]
-            assert len(set(results.values())) == 1, results
 
-
-def final_top1(stdout: str) -> str:
-    """The summary line of a single-process run."""
-    lines = [
-        line for line in stdout.splitlines()
-        if line.startswith('Final top-1 (val, epoch')
-    ]
-    assert lines, stdout[-3000:]
-    return lines[-1]
+    # 4. tools/dist_test.sh on two ranks tests the checkpoint; the ranks
+    # gather their results in the work dirs and remove the folder
+    # (mmengine's default leaves an empty .dist_test/ in the cwd).
+    test_dir = str(tmp_path / 'test')
+    tested = run_tool([
+        DIST_TEST, config,
+        osp.join(reference_dir, f'epoch_{EPOCHS}.pth'),
+        str(nproc), '--work-dir', test_dir
+    ],
+                      timeout=RUN_TIMEOUT_S,
+                      cwd=str(cwd),
+                      env=fresh_port(tool_env))
+    out = tested.stdout + tested.stderr
+    assert tested.returncode == 0, out[-3000:]
+    assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
+    assert re.search(r'^Test top-1: \d+\.\d\d$', tested.stdout, re.MULTILINE)
+    assert list(cwd.iterdir()) == []
+    for folder in (reference_dir, test_dir):
+        assert not osp.exists(osp.join(folder, '.dist_test'))
+    # Each rank keeps its own BatchNorm running statistics (mmengine wraps
+    # DDP with broadcast_buffers=False) and only rank 0's are saved; a
+    # resumed rank 1 starts from rank 0's, so the validation top-1 (every
+    # rank evaluates its shard) may differ by an image between the two
+    # runs. Within each run the ranks agree.
+    results = rank_results(resumed.stdout)
+    assert sorted(results) == [0, 1]
+    assert len(set(results.values())) == 1, results

@@ -7,6 +7,7 @@ runs that the test kills are started here, in a session of their own, and
 killed with every descendant (torchrun, every rank, every dataloader
 worker; see :func:`kill_group`).
 """
+import math
 import os
 import os.path as osp
 import re
@@ -24,6 +25,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
+DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
 BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 # Every wait is bounded: a hang fails the test, it never stalls CI.
@@ -217,6 +219,32 @@ def rank_results(stdout: str) -> Dict[int, tuple]:
         int(rank): (unit, int(step), int(world), float(top1))
         for unit, step, rank, world, top1 in FINAL_RANK_LINE.findall(stdout)
     }
+
+
+def check_global_bake_run(result: subprocess.CompletedProcess, nproc: int,
+                          loop: str, length: int) -> None:
+    """A finished run of :func:`write_config`'s config on ``nproc`` ranks:
+    every rank ran the whole schedule (``length`` epochs or iterations)
+    with a finite BAKE loss, finished, and reports the same top-1."""
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    for rank in range(nproc):
+        assert f'Rank {rank}/{nproc} finished.' in out
+    if loop == 'epoch':
+        per_rank = math.ceil(math.ceil(NUM_TRAIN / nproc) / BATCH_SIZE)
+        assert f'Epoch(train) [{length}][{per_rank}/{per_rank}]' in out
+    else:
+        assert f'Iter(train) [{length}/{length}]' in out
+    bake_losses = [float(v) for v in re.findall(r'loss_bake: (\S+)', out)]
+    assert bake_losses and all(math.isfinite(v) for v in bake_losses)
+    results = rank_results(result.stdout)
+    assert sorted(results) == list(range(nproc)), result.stdout[-3000:]
+    assert len(set(results.values())) == 1, results
+    unit, step, world, top1 = results[0]
+    assert (unit, step, world) == (loop, length, nproc)
+    # Validation is over exactly the 100 images: the padding that makes the
+    # shards equal is dropped, so top-1 is a whole percentage.
+    assert NUM_VAL == 100 and top1 == round(top1)
 
 
 def load_checkpoint(path: str) -> dict:

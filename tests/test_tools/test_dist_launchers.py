@@ -1,15 +1,14 @@
-"""tools/dist_train.sh, tools/dist_test.sh and the Slurm launchers.
+"""Bad input to tools/dist_train.sh, tools/dist_test.sh and the Slurm
+launchers ends with a message and exit status 2.
 
-Two real CPU processes over gloo (through torchrun and the tools, which
-start the gloo group themselves without GPU) train on real Fashion-MNIST
-images and test the checkpoint; bad input to the shell launchers ends with
-a message.
+Their runs on two and three CPU processes over gloo (torchrun and the
+tools, which start the gloo group themselves without GPU):
+``tests/test_reliability/test_kill_resume.py`` (train, kill, resume and
+test on two ranks) and ``test_distributed.py`` (three ranks).
 """
 import os.path as osp
-import re
 
 import pytest
-import torch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -21,49 +20,6 @@ PLAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'fashion_mnist',
                         'resnet18_1xb64-vanilla_fashion-mnist.py')
 # A hang must fail the test, not stall CI.
 DIST_TIMEOUT_S = 300
-
-
-@pytest.mark.dist
-def test_two_process_train_then_test(tmp_path, run_tool, tiny_cfg_options):
-    work_dir = str(tmp_path / 'work')
-    # From a folder of its own, to see what the runs leave in it.
-    cwd = tmp_path / 'cwd'
-    cwd.mkdir()
-    trained = run_tool([
-        DIST_TRAIN, PLAIN_CONFIG, '2', '--work-dir', work_dir, '--cfg-options',
-        *tiny_cfg_options
-    ],
-                       timeout=DIST_TIMEOUT_S,
-                       cwd=str(cwd))
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    out = trained.stdout + trained.stderr
-    # Both ranks got to the end of tools/train.py.
-    assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
-    if not torch.cuda.is_available():
-        # The tools started gloo on both ranks (no GPU).
-        assert out.count('backend "gloo" instead of "nccl"') == 2
-    # 320 images / 2 ranks / batch 16 = 10 iterations per rank and epoch.
-    assert 'Epoch(train) [1][10/10]' in out
-    assert re.search(r'^Final top-1 \(val, epoch 1\): \d+\.\d\d$',
-                     trained.stdout, re.MULTILINE)
-    checkpoint = osp.join(work_dir, 'epoch_1.pth')
-    assert osp.isfile(checkpoint)
-
-    tested = run_tool([
-        DIST_TEST, PLAIN_CONFIG, checkpoint, '2', '--work-dir',
-        str(tmp_path / 'test'), '--cfg-options', *tiny_cfg_options
-    ],
-                      timeout=DIST_TIMEOUT_S,
-                      cwd=str(cwd))
-    assert tested.returncode == 0, tested.stderr[-3000:]
-    out = tested.stdout + tested.stderr
-    assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
-    assert re.search(r'^Test top-1: \d+\.\d\d$', tested.stdout, re.MULTILINE)
-    # The ranks gathered their results in the work dirs, and removed the
-    # folder (mmengine's default leaves an empty .dist_test/ in the cwd).
-    assert list(cwd.iterdir()) == []
-    for folder in (work_dir, str(tmp_path / 'test')):
-        assert not osp.exists(osp.join(folder, '.dist_test'))
 
 
 @pytest.mark.parametrize('args,message', [

@@ -27,55 +27,28 @@ def stock_train() -> str:
     return STOCK_TRAIN
 
 
-def test_stock_train_trains_and_resumes_bake_config(stock_train, tmp_path,
-                                                    run_tool, tool_env,
-                                                    tiny_cfg_options):
-    """Train, save, then ``--resume`` with torch's weights-only loading on:
-    the config's SafeCheckpointHook lets torch read the runner's own
-    checkpoint (mmengine's CheckpointHook would stop at HistoryBuffer)."""
-    work_dir = str(tmp_path / 'work')
-    # Not even the repository on the path: mmbake comes from the install.
-    env = {k: v for k, v in tool_env.items() if k != 'PYTHONPATH'}
-    cmd = [sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir]
-    result = run_tool([*cmd, '--cfg-options', *tiny_cfg_options],
-                      cwd=str(tmp_path),
-                      env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
-    assert 'loss_bake:' in log
-    assert 'Epoch(val) [1][' in log and 'accuracy/top1:' in log
-    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
-
-    resumed = run_tool([
-        *cmd, '--resume', '--cfg-options', *tiny_cfg_options,
-        'train_cfg.max_epochs=2'
-    ],
-                       cwd=str(tmp_path),
-                       env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = resumed.stdout + resumed.stderr
-    assert 'resumed epoch: 1' in log and 'Epoch(val) [2][' in log
-    # One checkpoint kept (max_keep_ckpts=1), deleted after the new one.
-    assert sorted(os.listdir(work_dir)).count('epoch_2.pth') == 1
-    assert not osp.exists(osp.join(work_dir, 'epoch_1.pth'))
-
-
 @pytest.mark.dist
-def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path, run_tool,
-                                             tool_env, tiny_cfg_options):
-    """``--launcher pytorch`` in one process: gloo init and DDP wrapping.
+def test_stock_train_launches_trains_and_resumes(stock_train, tmp_path,
+                                                 run_tool, tool_env,
+                                                 tiny_cfg_options):
+    """``--launcher pytorch`` in one process, then ``--resume`` with torch's
+    weights-only loading on.
 
     On a CPU-only machine mmengine's launcher calls ``torch.cuda.set_device``
     and gives DDP ``device_ids`` for a CPU model; the opt-in
     ``mmbake.compat``, listed in ``custom_imports``, replaces both. The
     environment is torchrun's for a world of one; a single process keeps
     the test free of the multi-process gloo exit abort, which the stock
-    script does not guard against.
+    script does not guard against. The resume, without launcher or opt-in:
+    the config's SafeCheckpointHook lets torch read the runner's own
+    checkpoint (mmengine's CheckpointHook would stop at HistoryBuffer).
     """
     if torch.cuda.is_available():
         pytest.skip('checks the CPU-only path')
-    env = dict(
-        tool_env,
+    # Not even the repository on the path: mmbake comes from the install.
+    env = {k: v for k, v in tool_env.items() if k != 'PYTHONPATH'}
+    launched = dict(
+        env,
         RANK='0',
         LOCAL_RANK='0',
         WORLD_SIZE='1',
@@ -94,7 +67,7 @@ def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path, run_tool,
         '--cfg-options', *tiny_cfg_options
     ],
                       cwd=str(tmp_path),
-                      env=env)
+                      env=launched)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 'mmbake.compat: replaced mmengine.dist.utils._init_dist_pytorch' \
@@ -103,4 +76,20 @@ def test_stock_train_pytorch_launcher_on_cpu(stock_train, tmp_path, run_tool,
     assert 'Distributed launcher: pytorch' in log
     # The runner took the distributed path (model wrapped in DDP).
     assert 'Distributed training is not used' not in log
+    assert 'loss_bake:' in log
+    assert 'Epoch(val) [1][' in log and 'accuracy/top1:' in log
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+
+    resumed = run_tool([
+        sys.executable, stock_train, BAKE_CONFIG, '--work-dir', work_dir,
+        '--resume', '--cfg-options', *tiny_cfg_options,
+        'train_cfg.max_epochs=2'
+    ],
+                       cwd=str(tmp_path),
+                       env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed epoch: 1' in log and 'Epoch(val) [2][' in log
+    # One checkpoint kept (max_keep_ckpts=1), deleted after the new one.
+    assert sorted(os.listdir(work_dir)).count('epoch_2.pth') == 1
+    assert not osp.exists(osp.join(work_dir, 'epoch_1.pth'))

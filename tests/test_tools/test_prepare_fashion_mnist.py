@@ -19,10 +19,10 @@ needs_debian_files = pytest.mark.skipif(
 
 
 @needs_debian_files
-def test_builds_a_root_that_mmpretrain_reads(tmp_path, run_tool):
+def test_builds_a_root_that_mmpretrain_reads(tmp_path, call_tool):
     out_dir = str(tmp_path / 'fashion_mnist')
-    result = run_tool([sys.executable, TOOL, '--out-dir', out_dir],
-                      timeout=120)
+    result = call_tool([sys.executable, TOOL, '--out-dir', out_dir],
+                       timeout=120)
     assert result.returncode == 0, result.stderr
     assert f'data root ready: {out_dir}' in result.stdout
     assert tool.find_problems(out_dir) == []
@@ -54,13 +54,13 @@ def test_complete_root_is_left_alone_and_broken_file_rebuilt(tmp_path):
     assert tool.find_problems(out_dir) == []
 
 
-def test_no_source_is_a_clear_error(tmp_path, run_tool):
-    result = run_tool([
+def test_no_source_is_a_clear_error(tmp_path, call_tool):
+    result = call_tool([
         sys.executable, TOOL, '--out-dir',
         str(tmp_path / 'root'), '--source', 'debian', '--debian-dir',
         str(tmp_path / 'no_such_dir')
     ],
-                      timeout=60)
+                       timeout=60)
     assert result.returncode == 1
     # Both ways out are named.
     assert 'apt-get install -y dataset-fashion-mnist' in result.stderr

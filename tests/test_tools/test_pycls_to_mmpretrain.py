@@ -447,18 +447,19 @@ def test_missing_file_is_one_error_line(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
-def test_command_line_error_is_the_only_line_on_stderr(tmp_path, run_tool):
-    """As a user runs it: exit status 2, stderr holds the error alone."""
+def test_command_line_error_is_the_only_line_on_stderr(tmp_path, call_tool):
+    """As a user runs it (``main()`` of the command line): exit status 2,
+    stderr holds the error alone."""
     src = tmp_path / 'model_epoch_0100.pyth'
     torch.save(_cfg_refused(pycls_cfg_text('effnet')), str(src))
     out_dir = tmp_path / 'out'
-    proc = run_tool([
+    proc = call_tool([
         sys.executable,
         osp.join(REPO_ROOT, TOOL),
         str(src),
         str(out_dir / 'converted.pth')
     ],
-                    timeout=120)
+                     timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"pycls_to_mmpretrain.py: error: {src}: found MODEL.TYPE 'effnet'; "

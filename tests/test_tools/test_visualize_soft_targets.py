@@ -20,10 +20,10 @@ BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 
 
-def test_draws_from_a_trained_checkpoint(tmp_path, run_tool, tiny_cfg_options,
+def test_draws_from_a_trained_checkpoint(tmp_path, call_tool, tiny_cfg_options,
                                          fashion_mnist_small_root):
     work_dir = str(tmp_path / 'work')
-    trained = run_tool([
+    trained = call_tool([
         sys.executable, TRAIN, BAKE_CONFIG, '--work-dir', work_dir,
         '--cfg-options', *tiny_cfg_options
     ])
@@ -32,12 +32,12 @@ def test_draws_from_a_trained_checkpoint(tmp_path, run_tool, tiny_cfg_options,
     assert osp.isfile(checkpoint)
 
     out_dir = str(tmp_path / 'pictures')
-    drawn = run_tool([
+    drawn = call_tool([
         sys.executable, TOOL, BAKE_CONFIG, checkpoint, '--out-dir', out_dir,
         '--num-batches', '2', '--batch-size', '16', '--max-images', '8',
         '--ncols', '4', '--cfg-options', *tiny_cfg_options
     ],
-                     timeout=180)
+                      timeout=180)
     assert drawn.returncode == 0, drawn.stderr[-3000:]
     paths = [osp.join(out_dir, f'soft_targets_batch{i}.png') for i in (0, 1)]
     wrote = [

@@ -34,7 +34,7 @@ def _small_cfg(data_root: str):
     return cfg
 
 
-def test_hook_draws_during_training(tmp_path, run_tool, tiny_cfg_options):
+def test_hook_draws_during_training(tmp_path, call_tool, tiny_cfg_options):
     config = tmp_path / 'bake_with_hook.py'
     # mmbake.engine is imported explicitly, so the hook is registered even
     # where the package root does not import it.
@@ -45,13 +45,13 @@ def test_hook_draws_during_training(tmp_path, run_tool, tiny_cfg_options):
         "custom_hooks = [dict(type='SoftTargetVisualizationHook', "
         "interval=2, max_images=8, batch_size=16)]\n")
     work_dir = tmp_path / 'work'
-    result = run_tool([
+    result = call_tool([
         sys.executable, TRAIN,
         str(config), '--work-dir',
         str(work_dir), '--cfg-options', *tiny_cfg_options,
         'train_cfg.max_epochs=3', 'train_cfg.val_interval=3'
     ],
-                      timeout=240)
+                       timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     out_dir = work_dir / 'soft_targets'
     drawn = sorted(p.name for p in out_dir.iterdir())
