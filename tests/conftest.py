@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import os.path as osp
+import runpy
 import signal
 import socket
 import subprocess
@@ -233,12 +234,13 @@ RUNNER_TOOLS = ('train.py', 'test.py', 'visualize_soft_targets.py',
 
 @pytest.fixture
 def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
-    """Run ``[sys.executable, SCRIPT, *ARGS]`` as ``SCRIPT``'s ``main(ARGS)``
-    in this process, where a new interpreter would add only its start-up
-    (about 4 s): the same ``CompletedProcess`` as :func:`run_tool`.
+    """Run ``[sys.executable, SCRIPT, *ARGS]`` in this process, as the
+    interpreter would run it (``SCRIPT`` as ``__main__``, ``sys.argv`` and
+    the script's folder first on ``sys.path``), where a new interpreter
+    would add only its start-up (about 4 s): the same ``CompletedProcess``
+    as :func:`run_tool`.
 
-    ``SystemExit`` or an int that ``main()`` returns gives the return code;
-    any other exception prints its
+    ``SystemExit`` gives the return code; any other exception prints its
     traceback to stderr and gives 1; warnings are appended to stderr, as an
     interpreter would print them. Where CUDA is visible, the command runs as
     a subprocess (``run_tool``), whose environment can hide the GPU.
@@ -259,18 +261,15 @@ def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
         script, argv = cmd[1], list(cmd[2:])
         if osp.basename(script) in RUNNER_TOOLS:
             argv += ['--cfg-options', f'experiment_name=t{uuid.uuid4().hex}']
-        saved_environ, saved_path = dict(os.environ), list(sys.path)
-
-        # tools/mmbake_tools is found beside the scripts of tools/.
-        sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
+        saved = dict(os.environ), list(sys.path), sys.argv
+        sys.argv = [script, *argv]
+        sys.path.insert(0, osp.dirname(osp.abspath(script)))
         capfd.readouterr()
         code = 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             try:
-                status = load_script(script).main(argv)
-                # A main() that returns its exit status, for sys.exit().
-                code = status if isinstance(status, int) else 0
+                runpy.run_path(script, run_name='__main__')
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else \
                     int(exc.code is not None)
@@ -279,8 +278,8 @@ def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
                 code = 1
             finally:
                 os.environ.clear()
-                os.environ.update(saved_environ)
-                sys.path[:] = saved_path
+                os.environ.update(saved[0])
+                sys.path[:], sys.argv = saved[1], saved[2]
         out, err = capfd.readouterr()
         err += ''.join(
             warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
