@@ -13,7 +13,6 @@ import os
 import os.path as osp
 import runpy
 import signal
-import socket
 import subprocess
 import sys
 import traceback
@@ -25,6 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import pytest
 import torch
 
+from tests.dist_utils import free_port
 from tests.script_utils import load_script
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -163,13 +163,6 @@ def mmbake_modules(tmp_path_factory) -> str:
         return path.read_text()
 
 
-def free_port() -> int:
-    """Return a TCP port on localhost that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def tool_env() -> Dict[str, str]:
     """Environment for tool subprocesses: this interpreter, repo importable.
@@ -242,8 +235,9 @@ def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
 
     ``SystemExit`` gives the return code; any other exception prints its
     traceback to stderr and gives 1; warnings are appended to stderr, as an
-    interpreter would print them. Where CUDA is visible, the command runs as
-    a subprocess (``run_tool``), whose environment can hide the GPU.
+    interpreter would print them; ``timeout`` applies to subprocesses only.
+    Where CUDA is visible, the command runs as a subprocess (``run_tool``),
+    whose environment can hide the GPU.
     """
 
     def call(

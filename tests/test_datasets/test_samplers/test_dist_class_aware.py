@@ -2,27 +2,22 @@
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.dist_utils import free_port
+
 WORKER = osp.join(
     osp.dirname(osp.abspath(__file__)), 'dist_class_aware_worker.py')
 TIMEOUT_S = 180
 
 
-def free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
 def run_workers(out_dir: str) -> dict:
     """Start 3 ranks (worlds of 3, then 2); fail, never hang, on timeout."""
-    port_3, port_2 = free_port(), free_port()
+    port_3, port_2 = str(free_port()), str(free_port())
     procs = [
         subprocess.Popen(
             [sys.executable, WORKER,
