@@ -1,14 +1,11 @@
 """The zoo's Fashion-MNIST model classifies image files through mmpretrain.
 
-``mmpretrain.inference_model`` and ``ImageClassificationInferencer`` decode
-a file to 3-channel BGR with ``mmcv.imread`` and run the config's test
-pipeline without its loading step. Real Fashion-MNIST test images, written
-as gray and RGB PNG files, as gray and colour JPEG files and as a colour
-PNG, must get the class and scores that the test pipeline gives the
-dataset's own arrays (for a JPEG or colour file: the pixels that PIL
-decodes, colour turned gray with the ITU-R BT.601 weights). The converted
-authors' ResNet-50 is checked on JPEG files in
-``tests/test_tools/test_pycls_to_mmpretrain.py``.
+``inference_model`` and ``ImageClassificationInferencer`` decode a file to
+BGR (``mmcv.imread``) and run the test pipeline without its loading step.
+Real test images as gray, RGB and colour PNG and gray and colour JPEG files
+get the class and scores the test pipeline gives the dataset's arrays (for
+a JPEG or colour file: PIL's pixels, colour turned gray by ITU-R BT.601).
+The authors' ResNet-50: ``tests/test_tools/test_pycls_to_mmpretrain.py``.
 """
 import os.path as osp
 from typing import Dict, List
@@ -28,6 +25,7 @@ INDICES = (0, 1, 2, 4)
 # Same network, same input, batch of one on both sides: the scores agree to
 # float rounding.
 SCORE_ATOL = 1e-6
+KINDS = ('gray.png', 'rgb.png', 'colour.png', 'gray.jpg', 'colour.jpg')
 
 
 def build_pipeline(pipeline_cfg: List[dict]):
@@ -63,10 +61,7 @@ def arrays(fashion_mnist_small_root) -> List[np.ndarray]:
     from mmpretrain.datasets import FashionMNIST
 
     dataset = FashionMNIST(
-        data_root=fashion_mnist_small_root,
-        split='test',
-        test_mode=True,
-        pipeline=[])
+        fashion_mnist_small_root, split='test', test_mode=True, pipeline=[])
     return [dataset.get_data_info(i)['img'] for i in INDICES]
 
 
@@ -90,10 +85,8 @@ def files(arrays, tmp_path_factory) -> Dict[str, List[str]]:
                 path, **(dict(quality=90) if kind.endswith('.jpg') else {}))
             files[kind].append(path)
     # What each file holds, read back by PIL: one or three channels.
-    assert Image.open(files['gray.png'][0]).mode == 'L'
-    assert Image.open(files['gray.jpg'][0]).mode == 'L'
-    assert Image.open(files['rgb.png'][0]).mode == 'RGB'
-    assert Image.open(files['colour.jpg'][0]).mode == 'RGB'
+    modes = [Image.open(files[kind][0]).mode for kind in kinds]
+    assert modes == ['L', 'RGB', 'RGB', 'L', 'RGB']
     return files
 
 
@@ -111,24 +104,18 @@ def dataset_arrays(kind: str, paths: List[str],
 
 @pytest.fixture(scope='module')
 def zoo():
-    """The zoo entry's model (published weights) and its test pipeline."""
+    """The zoo entry's model (published weights), its test pipeline and an
+    inferencer."""
     import mmpretrain
     from mmpretrain.apis import ModelHub
 
     import mmbake  # noqa: F401  (registers the zoo)
-    model = mmpretrain.get_model(NAME, pretrained=True).eval()
-    config = ModelHub.get(NAME).config
+    pipeline = ModelHub.get(NAME).config.test_dataloader.dataset.pipeline
     return dict(
-        model=model,
-        pipeline=build_pipeline(config.test_dataloader.dataset.pipeline))
-
-
-@pytest.fixture(scope='module')
-def inferencer():
-    from mmpretrain import ImageClassificationInferencer
-
-    import mmbake  # noqa: F401  (registers the zoo)
-    return ImageClassificationInferencer(NAME, pretrained=True, device='cpu')
+        model=mmpretrain.get_model(NAME, pretrained=True).eval(),
+        pipeline=build_pipeline(pipeline),
+        inferencer=mmpretrain.ImageClassificationInferencer(
+            NAME, pretrained=True, device='cpu'))
 
 
 @torch.no_grad()
@@ -171,24 +158,19 @@ def test_published_model_on_these_images(zoo, arrays):
     assert float(scores[3].max()) < 0.6
 
 
-@pytest.mark.parametrize(
-    'kind', ['gray.png', 'rgb.png', 'colour.png', 'gray.jpg', 'colour.jpg'])
-def test_inferencer_on_files(kind, zoo, inferencer, files, arrays):
+@pytest.mark.parametrize('kind', KINDS)
+def test_inferencer_on_files(kind, zoo, files, arrays):
     paths = files[kind]
-    results = inferencer(paths)
+    results = zoo['inferencer'](paths)
     assert len(results) == len(paths)
-    for result, array in zip(results, dataset_arrays(kind, paths, arrays)):
+    expected = dataset_arrays(kind, paths, arrays)
+    for path, result, array in zip(paths, results, expected):
         assert_same_result(result, reference_scores(zoo, array))
-
-
-def test_lossless_files_give_the_dataset_network_input(zoo, inferencer, files,
-                                                       arrays):
-    """Gray and RGB PNG files: the inferencer's input is the dataset's."""
-    for kind in ('gray.png', 'rgb.png'):
-        for path, array in zip(files[kind], arrays):
-            (batch, ) = inferencer.preprocess([path])
-            expected = zoo['pipeline'](dict(img=array))['inputs']
-            assert torch.equal(batch['inputs'][0], expected), path
+        if kind in ('gray.png', 'rgb.png'):
+            # Lossless gray files: the dataset's network input exactly.
+            (batch, ) = zoo['inferencer'].preprocess([path])
+            assert torch.equal(batch['inputs'][0],
+                               zoo['pipeline'](dict(img=array))['inputs'])
 
 
 @pytest.mark.parametrize('kind', ['gray.png', 'rgb.png', 'colour.jpg'])
@@ -203,10 +185,10 @@ def test_inference_model_on_a_file(kind, zoo, files, arrays):
 
 
 @pytest.mark.parametrize('layout', ['hw', 'hw1', 'hw3'])
-def test_inferencer_on_arrays(layout, zoo, inferencer, arrays):
+def test_inferencer_on_arrays(layout, zoo, arrays):
     """Arrays as mmpretrain takes them: gray, or 3-channel BGR."""
     array = arrays[1]
     given = dict(
         hw=array, hw1=array[..., None], hw3=np.stack([array] * 3, -1))[layout]
-    (result, ) = inferencer([given])
+    (result, ) = zoo['inferencer']([given])
     assert_same_result(result, reference_scores(zoo, array))
