@@ -194,6 +194,9 @@ def test_authors_recipe_config():
     assert cfg.auto_scale_lr.base_batch_size == 512
     assert cfg.sync_bn == 'torch'
     assert cfg.model.backbone.zero_init_residual is False
+    assert cfg.custom_hooks == [
+        dict(type='BatchSamplerPreciseBNHook', num_samples=8192, interval=1)
+    ]
 
 
 def test_small_scale_recipe_config():

@@ -37,8 +37,10 @@ class ClassAwareBatchSampler(Sampler):
     plain epoch) and ``ceil(n * num_instances / batch_size)`` in
     ``'anchors'`` mode (every index of the share an anchor once), on every
     rank, so a cross-rank gather never waits; the wrapped order restarts if
-    it runs out first. With an ``InfiniteSampler`` it never ends. See
-    docs/sampler.md.
+    it runs out first. With an ``InfiniteSampler`` it never ends. An
+    ``'images'`` epoch takes its anchors from the start of the wrapped
+    order, so that order must be shuffled (ValueError otherwise, unless an
+    ``InfiniteSampler``). See docs/sampler.md.
 
     Args:
         sampler (Sampler): The sampler of anchors, usually mmengine's
@@ -63,20 +65,29 @@ class ClassAwareBatchSampler(Sampler):
                 'sampler must be an iterable sampler with a `dataset` '
                 '(e.g. mmengine DefaultSampler or InfiniteSampler), got '
                 f'{sampler!r}')
-        if not isinstance(batch_size, Integral) or isinstance(
-                batch_size, bool) or batch_size <= 0:
-            raise ValueError(
-                f'batch_size must be a positive int, got {batch_size!r}')
-        if not isinstance(num_instances, Integral) or isinstance(
-                num_instances, bool) or num_instances < 1:
-            raise ValueError(
-                f'num_instances must be an int >= 1, got {num_instances!r}')
+        for name, value in (('batch_size', batch_size), ('num_instances',
+                                                         num_instances)):
+            if not isinstance(value, Integral) or isinstance(
+                    value, bool) or value < 1:
+                raise ValueError(f'{name} must be an int >= 1, got {value!r}')
         if batch_size % num_instances != 0:
             raise ValueError(f'batch_size ({batch_size}) must be divisible by '
                              f'num_instances ({num_instances})')
         if epoch_mode not in EPOCH_MODES:
             raise ValueError(f'epoch_mode must be one of {EPOCH_MODES}, got '
                              f'{epoch_mode!r}')
+        # Raised on every rank (the same settings everywhere), before the
+        # collective sync_random_seed(): no rank is left waiting.
+        unshuffled = getattr(sampler, 'shuffle', True) is False and \
+            not isinstance(sampler, InfiniteSampler)
+        if epoch_mode == 'images' and num_instances > 1 and unshuffled:
+            raise ValueError(
+                f'ClassAwareBatchSampler: the {type(sampler).__name__} it '
+                "wraps has shuffle=False, and in epoch_mode='images' only "
+                f'the first 1/{num_instances} of its order are anchors: the '
+                'same images every epoch (in a class-sorted annotation file, '
+                "some classes never). Set shuffle=True in the "
+                "train_dataloader's sampler, or epoch_mode='anchors'.")
 
         self.sampler = sampler
         self.batch_size = int(batch_size)
@@ -90,47 +101,24 @@ class ClassAwareBatchSampler(Sampler):
 
         labels = get_dataset_labels(sampler.dataset)
         self.num_samples = math.ceil(len(labels) / self.world_size)
-        # Indices grouped by class, ascending within a class: class number c
-        # is _by_class[_start[c]:_start[c] + _size[c]], index i is class
-        # _code[i] at offset _pos_in_class[i]. Below 2**16, labels (>= 0)
-        # sort as uint16 by numpy's radix sort, 4x faster at ImageNet scale.
-        keys = labels.astype(np.uint16) if labels.max() < 2**16 else labels
-        index_type = np.int32 if len(labels) < 2**31 else np.int64
-        self._by_class = np.argsort(keys, kind='stable').astype(index_type)
+        # The indices sorted by class, ascending within a class: class
+        # number c is _by_class[_start[c]:_start[c] + _size[c]], and index
+        # i sits at _by_class[_where[i]].
+        self._by_class = np.argsort(labels, kind='stable')
+        self._where = np.empty_like(self._by_class)
+        self._where[self._by_class] = np.arange(len(labels))
         sorted_labels = labels[self._by_class]
-        starts = np.flatnonzero(np.diff(sorted_labels, prepend=-1))
-        self._start, self._size = starts, np.diff(starts, append=len(labels))
-        self._code = np.empty_like(self._by_class)
-        self._code[self._by_class] = np.repeat(
-            np.arange(len(starts)), self._size)
-        self._pos_in_class = np.empty_like(self._by_class)
-        self._pos_in_class[self._by_class] = (
-            np.arange(len(labels)) - np.repeat(starts, self._size))
-        self.singleton_classes = sorted_labels[starts[self._size < 2]].tolist()
+        self._start = np.flatnonzero(np.diff(sorted_labels, prepend=-1))
+        self._size = np.diff(self._start, append=len(labels))
+        single = self._start[self._size == 1]
+        self.singleton_classes = sorted_labels[single].tolist()
         # Every rank sees the same labels: one warning from rank 0 is enough.
-        if self.rank == 0 and self.num_instances > 1:
-            self._warn(sampler)
-
-    def _warn(self, sampler: Sampler) -> None:
-        """Warn about singleton classes and about an unshuffled order, whose
-        first images (in a class-sorted file: classes) are the only anchors
-        of every ``'images'`` epoch (``RepeatAugSampler`` warns likewise)."""
-        if self.singleton_classes:
+        if self.singleton_classes and self.num_instances > 1 and \
+                self.rank == 0:
             warnings.warn(
                 f'ClassAwareBatchSampler: {len(self.singleton_classes)} '
                 'class(es) have a single image, whose anchor is repeated as '
                 f'its own mate: {self.singleton_classes}', UserWarning)
-        if self.epoch_mode == 'images' and \
-                getattr(sampler, 'shuffle', True) is False and \
-                not isinstance(sampler, InfiniteSampler):
-            warnings.warn(
-                f'ClassAwareBatchSampler: the {type(sampler).__name__} it '
-                "wraps does not shuffle, and in epoch_mode='images' only the "
-                f'first 1/{self.num_instances} of that order are anchors: '
-                'the same images every epoch (in a class-sorted annotation '
-                'file, some classes never). Set shuffle=True in the '
-                "train_dataloader's sampler, or epoch_mode='anchors'.",
-                UserWarning)
 
     def __len__(self) -> int:
         """The number of batches of one epoch on this rank."""
@@ -165,11 +153,10 @@ class ClassAwareBatchSampler(Sampler):
         order = iter(self.sampler)
         first = next(order, None)
         if first is None:
-            num, world_size = len(self._code), self.world_size
+            num, world_size = len(self._by_class), self.world_size
             slots = range(self.rank, num * world_size, world_size)
             return cycle([slot % num for slot in slots])
-        restarts = chain.from_iterable(repeat(self.sampler))
-        return chain([first], order, restarts)
+        return chain([first], order, chain.from_iterable(repeat(self.sampler)))
 
     def _draw_mates(self, anchors: np.ndarray,
                     rng: np.random.Generator) -> np.ndarray:
@@ -190,9 +177,10 @@ class ClassAwareBatchSampler(Sampler):
             np.ndarray: Their mates' dataset indices, ``(A, num_mates)``.
         """
         num_mates = self.num_instances - 1
-        code = self._code[anchors]
+        where = self._where[anchors]
+        code = np.searchsorted(self._start, where, side='right') - 1
         start, size = self._start[code], self._size[code]
-        pos = self._pos_in_class[anchors]
+        pos = where - start
         repeats = size - 1 < num_mates
         uniform = rng.random((len(anchors), num_mates))
         mates = np.empty((len(anchors), num_mates), dtype=np.int64)

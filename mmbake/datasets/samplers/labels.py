@@ -20,9 +20,8 @@ def get_dataset_labels(dataset: Any) -> np.ndarray:
     ``KFoldDataset``); then ``get_data_info(i)['gt_label']`` or
     ``get_cat_ids(i)`` for every index. Multi-label data is told apart by
     its type (mmpretrain's ``MultiLabelDataset``) or by a sample holding
-    more than one label. A dataset built with
-    ``lazy_init=True`` is fully initialised first, which reads annotations
-    but no image.
+    more than one label. A dataset built with ``lazy_init=True`` is fully
+    initialised first, which reads annotations but no image.
 
     Args:
         dataset (Any): A sized dataset following the mmengine / mmpretrain
@@ -40,10 +39,9 @@ def get_dataset_labels(dataset: Any) -> np.ndarray:
         dataset.full_init()
     if not hasattr(dataset, '__len__'):
         raise ValueError(f'dataset must be sized, got {type(dataset)}')
-    num_samples = len(dataset)
+    num_samples, name = len(dataset), type(dataset).__name__
     if num_samples == 0:
         raise ValueError('dataset is empty: there is nothing to sample')
-    name = type(dataset).__name__
     # Looked up, not imported (mmpretrain.datasets imports torchvision, 1 s):
     # no dataset is an instance of a class whose module was never loaded.
     multi_label = sys.modules.get('mmpretrain.datasets.multi_label')
@@ -53,7 +51,7 @@ def get_dataset_labels(dataset: Any) -> np.ndarray:
     # mmengine's runner wraps the dataset in `_SlicedDataset` for
     # `num_batch_per_epoch`: shorter, its `get_gt_labels()` is still the full
     # dataset's. Indices beyond its length are never sampled: drop them.
-    labels = _read_labels(dataset, num_samples)[:num_samples]
+    labels = _read_labels(dataset, name, num_samples)[:num_samples]
     if labels.shape[0] < num_samples:
         raise ValueError(f'dataset {name} has {num_samples} samples but only '
                          f'{labels.shape[0]} labels')
@@ -65,7 +63,7 @@ def get_dataset_labels(dataset: Any) -> np.ndarray:
     return labels
 
 
-def _read_labels(dataset: Any, num_samples: int) -> np.ndarray:
+def _read_labels(dataset: Any, name: str, num_samples: int) -> np.ndarray:
     """Read the labels from the cheapest source (see the caller)."""
     if isinstance(dataset, ConcatDataset):
         return np.concatenate(
@@ -75,59 +73,35 @@ def _read_labels(dataset: Any, num_samples: int) -> np.ndarray:
     if isinstance(dataset, ClassBalancedDataset):
         return get_dataset_labels(dataset.dataset)[dataset.repeat_indices]
 
-    name = type(dataset).__name__
-    indices = range(num_samples)
     values, where = None, 'get_gt_labels()[{}]'
     if callable(getattr(dataset, 'get_gt_labels', None)):
-        values = _gt_labels(dataset, name)
+        try:
+            values = dataset.get_gt_labels()
+        except (KeyError, ValueError):
+            # mmpretrain's BaseDataset.get_gt_labels() stacks the samples'
+            # 'gt_label': KeyError where one has none, ValueError where
+            # label lists differ in length. Read the samples one by one.
+            pass
         if isinstance(values, np.ndarray) and values.ndim == 1 and \
                 values.dtype.kind in 'iu':
             return values.astype(np.int64, copy=False)
-    if values is None:
-        values, where = _per_sample_labels(dataset, name, indices)
-    # Anything else than integers in an array: check sample by sample.
+    indices = range(num_samples)
+    if values is None and callable(getattr(dataset, 'get_data_info', None)):
+        values = (
+            d.get('gt_label', []) for d in map(dataset.get_data_info, indices))
+        where = "get_data_info({})['gt_label']"
+    elif values is None and callable(getattr(dataset, 'get_cat_ids', None)):
+        values, where = map(dataset.get_cat_ids, indices), 'get_cat_ids({})'
+    elif values is None:
+        raise ValueError(
+            f'dataset {name} has no labels: it defines none of '
+            "get_gt_labels(), get_cat_ids(i), get_data_info(i)['gt_label']; "
+            f'{SINGLE_LABEL_HINT}')
+    # Anything but an array of integers: checked label by label.
     labels = [
-        _single_label(name, value, where.format(i))
-        for i, value in enumerate(values)
+        _single_label(name, v, where.format(i)) for i, v in enumerate(values)
     ]
     return np.array(labels, dtype=np.int64)
-
-
-def _gt_labels(dataset: Any, name: str) -> Any:
-    """``get_gt_labels()`` as an array, or as given where its entries make
-    none (label lists of different lengths); None where
-    ``get_gt_labels()`` itself cannot make one (mmpretrain's
-    ``BaseDataset`` then raises ``ValueError``) and the samples must be
-    read one by one."""
-    try:
-        values = dataset.get_gt_labels()
-    except KeyError as err:
-        # mmpretrain's BaseDataset.get_gt_labels indexes every sample's
-        # 'gt_label' and raises KeyError for unlabelled annotations.
-        raise ValueError(
-            f'dataset {name} has no labels: get_gt_labels() found no {err} '
-            f'in its samples; {SINGLE_LABEL_HINT}') from err
-    except ValueError:
-        return None
-    try:
-        return np.atleast_1d(values)
-    except ValueError:
-        return values
-
-
-def _per_sample_labels(dataset: Any, name: str, indices: range) -> tuple:
-    """The labels of ``indices`` as the samples hold them
-    (``get_data_info(i)['gt_label']``), else from ``get_cat_ids(i)``, and
-    where they came from."""
-    if callable(getattr(dataset, 'get_data_info', None)):
-        return (dataset.get_data_info(i).get('gt_label', [])
-                for i in indices), "get_data_info({})['gt_label']"
-    if callable(getattr(dataset, 'get_cat_ids', None)):
-        return map(dataset.get_cat_ids, indices), 'get_cat_ids({})'
-    raise ValueError(
-        f'dataset {name} has no labels: it defines none of '
-        "get_gt_labels(), get_cat_ids(i), get_data_info(i)['gt_label']; "
-        f'{SINGLE_LABEL_HINT}')
 
 
 def _single_label(name: str, value: Any, where: str) -> int:
@@ -138,9 +112,9 @@ def _single_label(name: str, value: Any, where: str) -> int:
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
     if arr.size != 1:
-        raise ValueError(
-            f'dataset {name} is multi-label or unlabelled: {where} holds '
-            f'{arr.size} labels ({value!r}); {SINGLE_LABEL_HINT}')
+        problem = 'is multi-label' if arr.size else 'has no label'
+        raise ValueError(f'dataset {name} {problem}: {where} holds {arr.size} '
+                         f'labels ({value!r}); {SINGLE_LABEL_HINT}')
     item = arr.reshape(()).item()
     if (isinstance(item, bool) or not isinstance(item, (int, float))
             or not float(item).is_integer()):

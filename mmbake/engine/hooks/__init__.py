@@ -1,5 +1,9 @@
 """Training hooks of mmbake."""
+from .precise_bn_hook import BatchSamplerPreciseBNHook
 from .safe_checkpoint_hook import SafeCheckpointHook
 from .soft_target_hook import SoftTargetVisualizationHook
 
-__all__ = ['SafeCheckpointHook', 'SoftTargetVisualizationHook']
+__all__ = [
+    'BatchSamplerPreciseBNHook', 'SafeCheckpointHook',
+    'SoftTargetVisualizationHook'
+]

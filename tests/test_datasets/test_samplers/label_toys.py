@@ -1,7 +1,7 @@
-"""Small real datasets with known labels, shared by the sampler tests.
+"""Small datasets with known labels, shared by the sampler tests.
 
 Not a test module: imported by the tests in this folder (pytest puts the
-folder on ``sys.path``) and by the distributed worker script.
+folder on ``sys.path``), also in their gloo ranks.
 """
 from typing import List, Sequence
 
@@ -12,83 +12,49 @@ from mmpretrain.registry import DATASETS
 
 @DATASETS.register_module(force=True)
 class MMBakeToyLabels(BaseDataset):
-    """An mmpretrain dataset whose annotations are the given labels.
+    """An mmpretrain dataset whose annotations are the given labels (one
+    int, or a list, per sample; None: no ``gt_label``); no image is read.
 
     Args:
-        labels (Sequence[int]): The class index of every sample.
+        labels (Sequence): The ``gt_label`` of every sample.
         **kwargs: Passed to mmpretrain's ``BaseDataset`` (e.g. lazy_init).
     """
 
-    def __init__(self, labels: Sequence[int], **kwargs) -> None:
-        self._labels = [int(label) for label in labels]
-        num_classes = max(self._labels) + 1 if self._labels else 1
+    def __init__(self, labels: Sequence, **kwargs) -> None:
+        self._labels = list(labels)
         super().__init__(
-            ann_file='',
-            metainfo=dict(classes=[f'c{i}' for i in range(num_classes)]),
-            **kwargs)
+            ann_file='', metainfo=dict(classes=['c'] * 10), **kwargs)
 
     def load_data_list(self) -> List[dict]:
-        """One annotation per label; no image is ever read."""
         return [
-            dict(img_path=f'img_{i}.png', gt_label=label)
-            for i, label in enumerate(self._labels)
+            dict(
+                img_path=f'{i}.png', **({} if y is None else dict(gt_label=y)))
+            for i, y in enumerate(self._labels)
         ]
 
 
 class ToyMultiLabels(MultiLabelDataset):
     """mmpretrain's multi-label dataset with fixed label lists."""
 
+    load_data_list = MMBakeToyLabels.load_data_list
+
     def __init__(self, label_lists: Sequence[Sequence[int]]) -> None:
-        self._label_lists = [list(labels) for labels in label_lists]
-        super().__init__(
-            ann_file='', metainfo=dict(classes=['c0', 'c1', 'c2']))
-
-    def load_data_list(self) -> List[dict]:
-        """One annotation per label list."""
-        return [
-            dict(img_path=f'img_{i}.png', gt_label=labels)
-            for i, labels in enumerate(self._label_lists)
-        ]
+        self._labels = list(label_lists)
+        super().__init__(ann_file='', metainfo=dict(classes=['c'] * 10))
 
 
-class CatIdsOnly:
-    """A dataset that exposes its labels only through ``get_cat_ids``."""
+class LabelsOnly:
+    """A sized dataset with one label interface, answered from ``data``:
+    ``get_gt_labels()`` (``data`` as given, e.g. an array), or
+    ``get_cat_ids(i)`` / ``get_data_info(i)`` (``data[i]``)."""
 
-    def __init__(self, cat_ids: Sequence[Sequence[int]]) -> None:
-        self._cat_ids = [list(ids) for ids in cat_ids]
+    def __init__(self, data, interface: str = 'get_gt_labels') -> None:
+        self.data = data
+        setattr(self, interface, (lambda: data)
+                if interface == 'get_gt_labels' else data.__getitem__)
 
     def __len__(self) -> int:
-        return len(self._cat_ids)
-
-    def get_cat_ids(self, idx: int) -> List[int]:
-        return self._cat_ids[idx]
-
-
-class DataInfoOnly:
-    """A dataset that exposes its labels only through ``get_data_info``."""
-
-    def __init__(self, infos: Sequence[dict]) -> None:
-        self._infos = list(infos)
-
-    def __len__(self) -> int:
-        return len(self._infos)
-
-    def get_data_info(self, idx: int) -> dict:
-        return dict(self._infos[idx])
-
-
-class GtLabelsArray:
-    """A dataset whose ``get_gt_labels`` returns ready labels (fast)."""
-
-    def __init__(self, labels) -> None:
-        # An array, or a list kept as given (e.g. ragged label lists).
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def get_gt_labels(self) -> np.ndarray:
-        return self.labels
+        return len(self.data)
 
 
 def imbalanced_labels(num_samples: int,
