@@ -77,7 +77,7 @@ def test_calculate_by_hand(num_bins):
         assert Calibration.calculate(scores, labels, num_bins) == out
 
 
-def test_confidence_gap_has_the_sign_of_the_miscalibration():
+def test_gap_sign_zero_ece_and_zero_probability():
     # Under-confident: two images, both right, at confidence 0.6 and 0.8.
     under = Calibration.calculate([[0.6, 0.4], [0.2, 0.8]], [0, 1])
     assert under['confidence_gap'] == pytest.approx(-30.0)
@@ -93,6 +93,18 @@ def test_confidence_gap_has_the_sign_of_the_miscalibration():
         num_bins=15)
     assert mixed['confidence_gap'] == pytest.approx(0.0, abs=1e-9)
     assert mixed['ece'] == pytest.approx((0.5 + 0.3 + 0.2) / 3 * 100)
+    # Perfectly calibrated: ten images at confidence 0.8, eight right.
+    for num_bins in (1, 4, 15):
+        out = Calibration.calculate([[0.8, 0.2]] * 10, [0] * 8 + [1] * 2,
+                                    num_bins)
+        assert out['ece'] == pytest.approx(0.0, abs=1e-9)
+        assert out['nll'] == pytest.approx(
+            -(8 * math.log(0.8) + 2 * math.log(0.2)) / 10)
+    # A probability that underflowed to zero gives a finite NLL:
+    # -ln(smallest normal float32) = 126 ln 2.
+    out = Calibration.calculate([[1.0, 0.0]], [1], num_bins=15)
+    assert out['nll'] == pytest.approx(126 * math.log(2))
+    assert out['ece'] == pytest.approx(100.0)
 
 
 def test_reliability_bins_by_hand():
@@ -104,24 +116,6 @@ def test_reliability_bins_by_hand():
     assert bins['count'].tolist() == [0, 3, 1]
     assert bins['confidence'] == pytest.approx([0.0, 1.55, 0.7])
     assert bins['correct'] == pytest.approx([0.0, 1.0, 1.0])
-
-
-def test_perfectly_calibrated_scores_have_zero_ece():
-    # Ten images at confidence 0.8, eight of them right.
-    scores = [[0.8, 0.2]] * 10
-    labels = [0] * 8 + [1] * 2
-    for num_bins in (1, 4, 15):
-        out = Calibration.calculate(scores, labels, num_bins=num_bins)
-        assert out['ece'] == pytest.approx(0.0, abs=1e-9)
-        assert out['nll'] == pytest.approx(
-            -(8 * math.log(0.8) + 2 * math.log(0.2)) / 10)
-
-
-def test_zero_probability_gives_a_finite_nll():
-    out = Calibration.calculate([[1.0, 0.0]], [1], num_bins=15)
-    # -ln(smallest normal float32) = 126 ln 2.
-    assert out['nll'] == pytest.approx(126 * math.log(2))
-    assert out['ece'] == pytest.approx(100.0)
 
 
 def test_built_from_config_and_through_mmengine_evaluator():
@@ -139,11 +133,9 @@ def test_built_from_config_and_through_mmengine_evaluator():
     assert metrics['calibration/ece'] == pytest.approx(ECE[3])
     assert metrics['one_bin/ece'] == pytest.approx(ECE[1])
     assert metrics['accuracy/top1'] == pytest.approx(50.0)
-
-
-def test_float32_scores_bin_as_stored():
-    # float32(0.6) is just above 0.6 and moves to (0.6, 2/3] with 15 bins:
-    # ECE then pairs it with nothing else either, so the value holds.
+    # Float32 scores bin as stored: float32(0.6) is just above 0.6 and
+    # moves to (0.6, 2/3] with 15 bins, where ECE pairs it with nothing
+    # else either, so the value holds.
     metric = Calibration(num_bins=15)
     metric.process(None, [
         dict(pred_score=torch.tensor(s), gt_label=torch.tensor([y]))
@@ -160,17 +152,11 @@ def test_bad_inputs():
             Calibration(num_bins=num_bins)
         with pytest.raises(ValueError, match='num_bins must be an int >= 1'):
             Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
-    metric = Calibration()
+    metric, label, two = Calibration(), torch.tensor([0]), torch.tensor([0, 1])
     with pytest.raises(ValueError, match='pred_score'):
-        metric.process(
-            None,
-            [dict(pred_label=torch.tensor([0]), gt_label=torch.tensor([0]))])
+        metric.process(None, [dict(pred_label=label, gt_label=label)])
     with pytest.raises(ValueError, match='one ground-truth label'):
-        metric.process(None, [
-            dict(
-                pred_score=torch.tensor([0.5, 0.5]),
-                gt_label=torch.tensor([0, 1]))
-        ])
+        metric.process(None, [dict(pred_score=two / 2, gt_label=two)])
     with pytest.raises(ValueError, match=r'gt_label must lie in \[0, 2\)'):
         Calibration.calculate([[0.5, 0.5]], [2])
     with pytest.raises(ValueError, match='shape'):
