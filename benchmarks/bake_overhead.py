@@ -1,21 +1,25 @@
 """What BAKE costs: the ensembling solve, and a whole training step.
 
 (a) ``knowledge_ensemble`` against the explicit-inverse formula per batch
-size; (b) the training-step time of a ResNet-50 with ``BAKEHead`` against
-``LinearClsHead``. Timings are printed, never asserted (docs/benchmarks.md)::
+size B (``--ensemble-repeats`` rounds, x10 up to B = 512, /2 above 1024);
+(b) the training-step time of a ResNet-50 with ``BAKEHead`` against
+``LinearClsHead``, with ``--simulate-ranks N`` as rank 0 of N ranks whose
+ensemble the other ranks' simulated rows join. Timings are printed, never
+asserted (docs/benchmarks.md)::
 
     python benchmarks/bake_overhead.py --device cuda --amp --channels-last
 """
 import argparse
 import contextlib
-import importlib
 import json
 import platform
 import random
 import statistics
+import sys
 import time
 from functools import partial
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,9 @@ STEP_HEADS = {
     'BAKEHead(cuda_graph=False)': dict(type='BAKEHead', cuda_graph=False),
 }
 OMEGA, TEMPERATURE = 0.5, 4.0  # BAKE's defaults
+SIZES = [64, 128, 256, 512, 1024, 2048, 4096]  # part (a)
+GOALS = ('(b): paired step-overhead goals in percent with CUDA graphs and '
+         'without (verdict lines)')
 # Keys of the figures in the JSON.
 ENSEMBLE_KEYS = ('batch', 'ours_ms', 'inverse_ms', 'ratio', 'max_abs_diff')
 HEAD_KEYS = ('q1_ms', 'median_ms', 'q3_ms', 'ratio', 'paired_overhead')
@@ -49,29 +56,25 @@ def explicit_inverse_targets(feats: Tensor, logits: Tensor) -> Tensor:
         return (1 - OMEGA) * torch.inverse(eye - OMEGA * affinity) @ probs
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued kernels so that wall-clock times are real."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def alternating_times(fns: Dict[str, Callable], device: torch.device,
                       repeats: int, warmup: int) -> Dict[str, List[float]]:
     """Wall-clock seconds of each function over ``repeats`` rounds, each
-    round calling every function once in a shuffled order (fixed seed)."""
+    round calling every function once in a shuffled order (fixed seed);
+    queued kernels are waited for, so that the times are real."""
+    sync = partial(torch.cuda.synchronize, device) \
+        if device.type == 'cuda' else lambda: None
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    order = random.Random(0)
-    names = list(fns)
+    order, names = random.Random(0), list(fns)
     times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         order.shuffle(names)
         for name in names:
-            sync(device)
+            sync()
             start = time.perf_counter()
             fns[name]()
-            sync(device)
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -103,38 +106,27 @@ def bench_ensemble(device: torch.device, args: argparse.Namespace) -> list:
     return rows
 
 
-@contextlib.contextmanager
-def simulated_ranks(num_ranks: int, feats: Tensor, probs: Tensor):
-    """Make the BAKE heads ensemble as rank 0 of ``num_ranks`` ranks, the
-    gather returning this rank's rows followed by ``feats`` / ``probs``."""
-    module = importlib.import_module('mmbake.models.utils.knowledge_ensemble')
-    saved = module.ensemble_world_size, module.gather_ensemble_batch
-
-    def gather(own_feats, own_probs, group_size=None):
-        return torch.cat([own_feats, feats]), torch.cat([own_probs, probs]), 0
-
-    module.ensemble_world_size = lambda group_size=None: num_ranks
-    module.gather_ensemble_batch = gather
-    try:
-        yield
-    finally:
-        module.ensemble_world_size, module.gather_ensemble_batch = saved
-
-
-def other_ranks_rows(model: torch.nn.Module, images: Tensor,
-                     num_ranks: int) -> Tuple[Tensor, Tensor]:
-    """Unit features and softened predictions of ``num_ranks - 1`` other
-    ranks: this model's, on noisy copies of the batch."""
+def simulated_ranks(model: torch.nn.Module, images: Tensor, num_ranks: int):
+    """Make the BAKE heads ensemble as rank 0 of ``num_ranks`` ranks: the
+    gather returns this rank's rows followed by the unit features and
+    softened predictions of the other ranks, this model's on noisy copies
+    of the batch."""
+    rows = []
     with torch.no_grad():
-        rows = []
         for rank in range(1, num_ranks):
             noisy = images + 0.1 * rank * torch.randn_like(images)
             feats = model.extract_feat(noisy)
             rows.append((model.head.pre_logits(feats), model.head(feats)))
-    feats = F.normalize(torch.cat([f for f, _ in rows]).float(), dim=1)
-    logits = torch.cat([z for _, z in rows]).float()
-    probs = F.softmax(logits / TEMPERATURE, dim=1)
-    return feats, probs
+    feats, logits = (torch.cat(part).float() for part in zip(*rows))
+    others = (F.normalize(feats, dim=1), F.softmax(logits / TEMPERATURE, 1))
+
+    def gather(feats, probs, group_size=None):
+        return torch.cat([feats, others[0]]), torch.cat([probs, others[1]]), 0
+
+    return patch.multiple(
+        sys.modules['mmbake.models.utils.knowledge_ensemble'],
+        ensemble_world_size=lambda group_size=None: num_ranks,
+        gather_ensemble_batch=gather)
 
 
 def build_classifier(head_cfg: dict, device: torch.device,
@@ -182,11 +174,8 @@ def bench_step(device: torch.device, args: argparse.Namespace) -> dict:
         scaler.step(optim)
         scaler.update()
 
-    simulation = contextlib.nullcontext()
-    if ranks > 1:
-        rows = other_ranks_rows(models['BAKEHead'][0], images, ranks)
-        simulation = simulated_ranks(ranks, *rows)
-    with simulation:
+    with simulated_ranks(models['BAKEHead'][0], images, ranks) \
+            if ranks > 1 else contextlib.nullcontext():
         for name in models:  # warm up (cuDNN autotuning, allocator, graphs)
             for _ in range(3):
                 step(name)
@@ -214,8 +203,8 @@ def bench_step(device: torch.device, args: argparse.Namespace) -> dict:
               f'{ratio:>8.4f} {100 * (ratio - 1):>+8.2f}% '
               f'{100 * paired:>+8.2f}%')
         result['heads'][name] = dict(zip(HEAD_KEYS, quarts + [ratio, paired]))
-    result['bake_ms'] = medians['BAKEHead'] * 1e3
-    result['ratio'] = medians['BAKEHead'] / plain
+    result.update(
+        bake_ms=medians['BAKEHead'] * 1e3, ratio=medians['BAKEHead'] / plain)
     for name, goal in zip(('BAKEHead', 'BAKEHead(cuda_graph=False)'),
                           args.goals):
         if name in result['heads']:
@@ -230,36 +219,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     add = parser.add_argument
     add('--device', default='cpu', help='cpu or cuda')
-    add('--sizes',
-        type=int,
-        nargs='+',
-        default=[64, 128, 256, 512, 1024, 2048, 4096],
-        help='batch sizes B for part (a)')
-    add('--ensemble-repeats',
-        type=int,
-        default=5,
-        help='rounds per B in part (a): x10 up to B=512, /2 above B=1024')
-    add('--step-repeats', type=int, default=5)
-    add('--batch', type=int, default=32)
-    add('--image-size', type=int, default=224)
-    add('--amp',
-        action='store_true',
-        help='autocast (fp16 on CUDA, bf16 on CPU)')
-    add('--channels-last', action='store_true')
-    add('--simulate-ranks',
-        type=int,
-        default=1,
-        help='part (b): BAKE ensembles over this many ranks\' batches, the '
-        'other ranks\' rows simulated on this device (1: local)')
-    add('--goals',
-        type=float,
-        nargs=2,
-        default=[1.0, 5.0],
-        metavar=('GRAPHS', 'EAGER'),
-        help='part (b): paired step-overhead goals in percent, CUDA graphs '
-        'on and off, printed as verdict lines')
-    add('--skip-ensemble', action='store_true')
-    add('--skip-step', action='store_true')
+    add('--sizes', type=int, nargs='+', default=SIZES, help='(a): the B')
+    add('--ensemble-repeats', type=int, default=5, help='(a): rounds per B')
+    add('--step-repeats', type=int, default=5, help='(b): rounds')
+    add('--batch', type=int, default=32, help='(b): images per step')
+    add('--image-size', type=int, default=224, help='(b): pixels')
+    add('--simulate-ranks', type=int, default=1, help='(b): ranks ensembled')
+    add('--goals', type=float, nargs=2, default=[1.0, 5.0], help=GOALS)
+    add('--amp', action='store_true', help='autocast (fp16 CUDA, bf16 CPU)')
+    for flag in ('--channels-last', '--skip-ensemble', '--skip-step'):
+        add(flag, action='store_true')
     add('--json', help='also write the figures to this file')
     args = parser.parse_args()
     device = torch.device(args.device)

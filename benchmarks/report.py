@@ -80,6 +80,13 @@ def whisker(ax: plt.Axes, x: float, values: List[float], color: str,
     ax.scatter([x] * len(values), values, s=9, color=color, alpha=0.4)
 
 
+def save(fig: plt.Figure, path: str) -> None:
+    """Lay the figure out, write it at 110 dpi and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 class Report:
     """Tables and plots of a study's results JSON."""
 
@@ -91,6 +98,10 @@ class Report:
         self.groups = sorted(groups, key=lambda g: (g is None, g))
         self.metrics = [m for m in METRICS if all(m in r for r in self.runs)]
         self.label = self.study.get('group_label', 'condition')
+
+    def condition(self, group: object) -> str:
+        """E.g. ``'training images N = 1,024'``."""
+        return f'{self.label} = {show(group)}'
 
     def cell(self, arm: str, group: object) -> Dict[int, dict]:
         """Seed -> run of one arm in one condition."""
@@ -110,7 +121,7 @@ class Report:
         lines = [f'# {self.study["name"]}', '', self.study['question'], '']
         for group in self.groups:
             if group is not None:
-                lines += [f'## {self.label} = {show(group)}', '']
+                lines += [f'## {self.condition(group)}', '']
             lines += self.arm_table(group) + [''] + self.diff_table(group)
             lines += [''] + self.seed_table(group) + ['']
         lines += [
@@ -191,9 +202,7 @@ class Report:
         if axes[0, 0].get_legend_handles_labels()[0]:  # pairs with results
             axes[0, 0].legend(fontsize=7)
         fig.suptitle(self.study['name'], fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save(fig, path)
 
     def plot_reliability(self, path: str) -> bool:
         """Accuracy against confidence per bin (a second row after
@@ -211,23 +220,14 @@ class Report:
                 for k, arm in enumerate(self.arms):
                     runs = list(self.cell(arm, group).values())
                     if runs:
-                        points = pooled_bins(runs, field)
-                        ax.plot(
-                            *zip(*points),
-                            'o-',
-                            ms=3,
-                            color=f'C{k}',
-                            label=arm)
-                lim = (0, 1)
-                ax.set(
-                    xlim=lim, ylim=lim, xlabel='confidence', ylabel='accuracy')
-                title = '' if group is None else \
-                    f'{self.label} = {show(group)}'
+                        x, y = zip(*pooled_bins(runs, field))
+                        ax.plot(x, y, 'o-', ms=3, color=f'C{k}', label=arm)
+                ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence')
+                ax.set(ylabel='accuracy')
+                title = '' if group is None else self.condition(group)
                 ax.set_title(title + tag, fontsize=10)
         axes[0, 0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save(fig, path)
         return True
 
 

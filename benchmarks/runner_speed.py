@@ -25,6 +25,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = dict(
     vanilla="_base_ = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'\n",
     BAKE=f"_base_ = '{ROOT}/configs/bake/resnet50_8xb32_imagenet.py'\n")
+LOADERS, TIMES = ('train_dataloader', 'val_dataloader'), ('time', 'data_time')
 
 
 def write_images(root: str, classes: int, per_class: int, size: int) -> None:
@@ -37,57 +38,43 @@ def write_images(root: str, classes: int, per_class: int, size: int) -> None:
             f'n{c:08d}/{i}.JPEG' for c in range(classes) for i in range(num)
         ]
         for name in names:
-            os.makedirs(
-                osp.dirname(osp.join(root, split, name)), exist_ok=True)
+            path = osp.join(root, split, name)
+            os.makedirs(osp.dirname(path), exist_ok=True)
             small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            cv2.imwrite(
-                osp.join(root, split, name), cv2.resize(small, (size, size)))
+            cv2.imwrite(path, cv2.resize(small, (size, size)))
         with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
             f.writelines(f'{n} {k // num}\n' for k, n in enumerate(names))
 
 
 def train(name: str, out: str, epochs: int, flags: list) -> dict:
     """Train one config; the median logged times after the first epoch."""
-    config = osp.join(out, f'{name}.py')
+    config, data = osp.join(out, f'{name}.py'), osp.join(out, 'imagenet')
     with open(config, 'w') as f:
         f.write(CONFIGS[name])
-    data = osp.join(out, 'imagenet')
-    options = [
-        f'{k}.dataset.data_root={data}'
-        for k in ('train_dataloader', 'val_dataloader')
-    ]
-    options += [
-        f'train_cfg.max_epochs={epochs}', 'default_hooks.logger.'
-        'interval=10', f'train_cfg.val_interval={epochs}',
+    options = [f'{k}.dataset.data_root={data}' for k in LOADERS] + [
+        f'train_cfg.max_epochs={epochs}', 'default_hooks.logger.interval=10',
+        f'train_cfg.val_interval={epochs}',
         f'default_hooks.checkpoint.interval={epochs}'
     ]
-    subprocess.run([
-        sys.executable,
-        osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir',
-        osp.join(out, name), *flags, '--cfg-options', *options
-    ],
-                   check=True,
-                   env=dict(
-                       os.environ,
-                       PYTHONPATH=os.pathsep.join(
-                           filter(None, (ROOT, os.getenv('PYTHONPATH'))))))
+    path = os.pathsep.join(filter(None, (ROOT, os.getenv('PYTHONPATH'))))
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config]
+    cmd += ['--work-dir', osp.join(out, name), *flags, '--cfg-options']
+    subprocess.run(
+        cmd + options, check=True, env=dict(os.environ, PYTHONPATH=path))
     scalars, = glob(osp.join(out, name, '*', 'vis_data', 'scalars.json'))
     with open(scalars) as f:
         logs = [json.loads(line) for line in f]
     logs = [r for r in logs if 'loss' in r and r['epoch'] > 1]
-    return {
-        k: statistics.median(r[k] for r in logs)
-        for k in ('time', 'data_time')
-    } | dict(windows=len(logs))
+    times = {k: statistics.median(r[k] for r in logs) for k in TIMES}
+    return dict(times, windows=len(logs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('out', help='folder for the images and work dirs')
-    parser.add_argument('--classes', type=int, default=100)
-    parser.add_argument('--per-class', type=int, default=20)
-    parser.add_argument('--size', type=int, default=256, help='pixels')
-    parser.add_argument('--epochs', type=int, default=5)
+    for flag, default in (('--classes', 100), ('--per-class', 20),
+                          ('--size', 256), ('--epochs', 5)):
+        parser.add_argument(flag, type=int, default=default)
     args, flags = parser.parse_known_args()
     out = osp.abspath(args.out)
     write_images(

@@ -333,22 +333,18 @@ class Study:
         after = self.test(run, out, log_path, record['top1'])
         names = ('top1', 'nll', 'ece', 'confidence_gap')
         found = {f'{m}_ts': after[m] for m in names}
+        heldout = dict(images=fit['num_images'], before=fit['before'])
+        heldout.update(after=fit['after'])
         found.update(
-            temperature=fit['temperature'],
-            reliability_ts=after['bins'],
-            heldout=dict(
-                images=fit['num_images'],
-                before=fit['before'],
-                after=fit['after']))
-        return found
+            temperature=fit['temperature'], reliability_ts=after['bins'])
+        return dict(found, heldout=heldout)
 
     def run_one(self, run: dict) -> None:
         """Train, verify and record one run."""
         name, log_dir = run_name(run), self.args.log_dir
         log_path = osp.join(log_dir, f'{name}.log')
         os.makedirs(log_dir, exist_ok=True)
-        if osp.exists(log_path):
-            os.remove(log_path)
+        open(log_path, 'w').close()  # this attempt's log only
         work_dir = tempfile.mkdtemp(prefix=f'study_{name}_')
         self.say(f'start {name}')
         start = time.perf_counter()
@@ -406,9 +402,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     add('--data-root', help='data_root of the three loaders')
     add('--results', help='default benchmarks/results/<name>.json')
     add('--log-dir', help='default benchmarks/results/logs/<name>')
-    add('--dry-run',
-        action='store_true',
-        help='print the pending training commands and exit')
+    add('--dry-run', action='store_true', help='print the pending commands')
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error('--jobs and --threads must be >= 1')
@@ -417,10 +411,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.data_root = osp.abspath(args.data_root)
     sys.path.insert(0, REPO_ROOT)  # this clone's mmbake, as in the runs
     study = load_study(args.study)
-    results_dir = osp.join(REPO_ROOT, 'benchmarks', 'results')
-    name = study['name']
-    args.results = args.results or osp.join(results_dir, f'{name}.json')
-    args.log_dir = args.log_dir or osp.join(results_dir, 'logs', name)
+    results, name = osp.join(REPO_ROOT, 'benchmarks', 'results'), study['name']
+    args.results = args.results or osp.join(results, f'{name}.json')
+    args.log_dir = args.log_dir or osp.join(results, 'logs', name)
     try:
         runner = Study(study, args)
     except ValueError as exc:

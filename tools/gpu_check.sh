@@ -1,30 +1,24 @@
 #!/usr/bin/env bash
-# Check mmbake on a CUDA machine in one command, bounded by BUDGET seconds
-# (default 540), and print a verdict with the figures:
-#   1. the GPU tests (tests/test_models/test_gpu.py): CUDA ensembling equals
-#      the CPU's, fp16 AMP, CUDA graphs equal eager execution (fp32 and
-#      AMP, deep copy, NaN in a captured layout), a graph with a stale
-#      input caught by its replay check, two ranks with global_ensemble on
-#      the one GPU (gloo) against one CPU process, graphs on and off; and
-#      tests/test_compat.py (importing mmbake replaces nothing) and
-#      tests/test_utils/test_checkpoint.py (weights-only loading);
-#   2. the paired step overhead of BAKEHead against LinearClsHead, AMP,
-#      graphs on and off (benchmarks/bake_overhead.py): ResNet-50, 224 px,
-#      32 local images, then the 8xb32 recipe's 256-image ensemble (the
-#      other 224 rows handed in where the gather would be);
-#   3. the real runner, tools/train.py --amp, BAKE ResNet-50 8xb32 beside
-#      its vanilla base on generated JPEGs (benchmarks/runner_speed.py).
-# Usage: bash tools/gpu_check.sh [OUT_DIR]    (logs go to OUT_DIR)
-# Environment: PYTHON (python3), BUDGET (seconds), ROUNDS (step rounds, 40).
-# Without mmengine/mmcv/mmpretrain installed, their wheels in .whl/ (or
-# WHEELS) are installed into OUT_DIR/site first (docs/benchmarks.md).
+# Check mmbake on a CUDA machine in one command, within BUDGET seconds
+# (default 540), and print a verdict with the figures of:
+#   1. the GPU tests (tests/test_models/test_gpu.py: CUDA ensembling equals
+#      the CPU's, fp16 AMP, CUDA graphs equal eager execution, a stale
+#      graph input caught on replay, two ranks with global_ensemble on one
+#      GPU against one CPU process), tests/test_compat.py and
+#      tests/test_utils/test_checkpoint.py;
+#   2. BAKEHead's paired step overhead over LinearClsHead, AMP, graphs on
+#      and off (benchmarks/bake_overhead.py): ResNet-50, 224 px, 32 local
+#      images, then the 8xb32 recipe's 256-image ensemble (224 rows handed
+#      in where the gather would be);
+#   3. tools/train.py --amp, BAKE ResNet-50 8xb32 beside its vanilla base on
+#      generated JPEGs (benchmarks/runner_speed.py).
+# Usage: bash tools/gpu_check.sh [OUT_DIR] (the logs). Environment: PYTHON
+# (python3), BUDGET, ROUNDS (step rounds, 40); where mmpretrain is missing,
+# the wheels in .whl/ (or WHEELS) go to OUT_DIR/site (docs/benchmarks.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-work_dirs/gpu_check}
-PYTHON=${PYTHON:-python3}
-BUDGET=${BUDGET:-540}
-ROUNDS=${ROUNDS:-40}
-WHEELS=${WHEELS:-.whl}
+: "${PYTHON:=python3}" "${BUDGET:=540}" "${ROUNDS:=40}" "${WHEELS:=.whl}"
 DEADLINE=$((SECONDS + BUDGET))
 mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -35,8 +29,7 @@ if ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; 
 fi
 if ! "$PYTHON" -c 'import mmpretrain' 2> /dev/null; then
     if ! ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-        echo "gpu_check.sh: mmpretrain is not installed and $WHEELS/ holds" \
-            "no wheels" >&2
+        echo "gpu_check.sh: no mmpretrain installed, no wheels in $WHEELS/" >&2
         exit 2
     fi
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
@@ -49,8 +42,7 @@ fi
 
 # step NAME COMMAND...: run within what is left of the budget, log to OUT_DIR
 step() {
-    local name=$1 left=$((DEADLINE - SECONDS))
-    shift
+    local name=$1 left=$((DEADLINE - SECONDS)) && shift
     if [ "$left" -le 5 ]; then
         echo "gpu_check.sh: no time left for $name" | tee "$OUT_DIR/$name.log"
         return 124
@@ -73,7 +65,6 @@ step runner "$PYTHON" benchmarks/runner_speed.py "$OUT_DIR/runner" --amp \
 
 echo "== gpu_check.sh verdict ($SECONDS s, $(head -1 "$OUT_DIR/machine.txt"))"
 tail -1 "$OUT_DIR/gpu_tests.log"
-grep -h '^verdict:' "$OUT_DIR"/step_*.log
-grep -h '^runner:' "$OUT_DIR/runner.log"
+grep -h '^verdict:\|^runner:' "$OUT_DIR"/step_*.log "$OUT_DIR/runner.log"
 echo "tests exit status $tests_status"
 exit "$tests_status"

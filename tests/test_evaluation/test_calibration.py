@@ -1,7 +1,7 @@
-"""Calibration metric: values worked out by hand, argument checks, the
-collection across two real gloo processes, and a real runner's evaluator."""
+"""Calibration metric: values worked out by hand, argument checks and the
+collection across two real gloo processes. In a real runner's validation:
+tests/test_tools/test_visualize_soft_targets.py."""
 import math
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -13,8 +13,6 @@ from mmpretrain.structures import DataSample
 
 from mmbake.evaluation import Calibration, reliability_bins
 from tests.dist_utils import run_distributed
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 # Four images, three classes. Top-1 class, confidence c and p[y]:
 #   0: class 0, c 0.70, right, p[y] 0.70
@@ -63,25 +61,23 @@ def as_samples(scores, labels):
     ]
 
 
-def test_registered_and_built_from_config():
-    metric = METRICS.build(dict(type='Calibration', num_bins=10))
-    assert isinstance(metric, Calibration)
-    assert metric.num_bins == 10
-    assert Calibration().num_bins == 15
-
-
 @pytest.mark.parametrize('num_bins', sorted(ECE))
 def test_calculate_by_hand(num_bins):
     out = Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
-    assert out['nll'] == pytest.approx(NLL, abs=1e-6)
     assert out['nll'] == pytest.approx(
         -(math.log(0.7) + math.log(0.6) + math.log(0.25) + math.log(0.35)) / 4,
         rel=1e-12)
+    assert out['nll'] == pytest.approx(NLL, abs=1e-6)
     assert out['ece'] == pytest.approx(ECE[num_bins], abs=1e-9)
     assert out['confidence_gap'] == pytest.approx(GAP, abs=1e-9)
+    # Tensors and arrays give the same.
+    for scores, labels in ((torch.tensor(SCORES, dtype=torch.float64),
+                            torch.tensor(LABELS)), (np.array(SCORES),
+                                                    np.array(LABELS))):
+        assert Calibration.calculate(scores, labels, num_bins) == out
 
 
-def test_confidence_gap_has_the_sign_of_the_miscalibration():
+def test_gap_sign_zero_ece_and_zero_probability():
     # Under-confident: two images, both right, at confidence 0.6 and 0.8.
     under = Calibration.calculate([[0.6, 0.4], [0.2, 0.8]], [0, 1])
     assert under['confidence_gap'] == pytest.approx(-30.0)
@@ -97,6 +93,18 @@ def test_confidence_gap_has_the_sign_of_the_miscalibration():
         num_bins=15)
     assert mixed['confidence_gap'] == pytest.approx(0.0, abs=1e-9)
     assert mixed['ece'] == pytest.approx((0.5 + 0.3 + 0.2) / 3 * 100)
+    # Perfectly calibrated: ten images at confidence 0.8, eight right.
+    for num_bins in (1, 4, 15):
+        out = Calibration.calculate([[0.8, 0.2]] * 10, [0] * 8 + [1] * 2,
+                                    num_bins)
+        assert out['ece'] == pytest.approx(0.0, abs=1e-9)
+        assert out['nll'] == pytest.approx(
+            -(8 * math.log(0.8) + 2 * math.log(0.2)) / 10)
+    # A probability that underflowed to zero gives a finite NLL:
+    # -ln(smallest normal float32) = 126 ln 2.
+    out = Calibration.calculate([[1.0, 0.0]], [1], num_bins=15)
+    assert out['nll'] == pytest.approx(126 * math.log(2))
+    assert out['ece'] == pytest.approx(100.0)
 
 
 def test_reliability_bins_by_hand():
@@ -110,36 +118,10 @@ def test_reliability_bins_by_hand():
     assert bins['correct'] == pytest.approx([0.0, 1.0, 1.0])
 
 
-def test_calculate_takes_tensors_and_arrays():
-    expected = Calibration.calculate(SCORES, LABELS, num_bins=3)
-    from_tensor = Calibration.calculate(
-        torch.tensor(SCORES, dtype=torch.float64), torch.tensor(LABELS), 3)
-    from_array = Calibration.calculate(np.array(SCORES), np.array(LABELS), 3)
-    assert from_tensor == pytest.approx(expected)
-    assert from_array == pytest.approx(expected)
-
-
-def test_perfectly_calibrated_scores_have_zero_ece():
-    # Ten images at confidence 0.8, eight of them right.
-    scores = [[0.8, 0.2]] * 10
-    labels = [0] * 8 + [1] * 2
-    for num_bins in (1, 4, 15):
-        out = Calibration.calculate(scores, labels, num_bins=num_bins)
-        assert out['ece'] == pytest.approx(0.0, abs=1e-9)
-        assert out['nll'] == pytest.approx(
-            -(8 * math.log(0.8) + 2 * math.log(0.2)) / 10)
-
-
-def test_zero_probability_gives_a_finite_nll():
-    out = Calibration.calculate([[1.0, 0.0]], [1], num_bins=15)
-    # -ln(smallest normal float32) = 126 ln 2.
-    assert out['nll'] == pytest.approx(126 * math.log(2))
-    assert out['ece'] == pytest.approx(100.0)
-
-
-def test_through_mmengine_evaluator():
+def test_built_from_config_and_through_mmengine_evaluator():
+    assert Calibration().num_bins == 15
     evaluator = Evaluator(metrics=[
-        Calibration(num_bins=3),
+        METRICS.build(dict(type='Calibration', num_bins=3)),
         Calibration(num_bins=1, prefix='one_bin'),
         Accuracy(topk=(1, )),
     ])
@@ -151,11 +133,9 @@ def test_through_mmengine_evaluator():
     assert metrics['calibration/ece'] == pytest.approx(ECE[3])
     assert metrics['one_bin/ece'] == pytest.approx(ECE[1])
     assert metrics['accuracy/top1'] == pytest.approx(50.0)
-
-
-def test_float32_scores_bin_as_stored():
-    # float32(0.6) is just above 0.6 and moves to (0.6, 2/3] with 15 bins:
-    # ECE then pairs it with nothing else either, so the value holds.
+    # Float32 scores bin as stored: float32(0.6) is just above 0.6 and
+    # moves to (0.6, 2/3] with 15 bins, where ECE pairs it with nothing
+    # else either, so the value holds.
     metric = Calibration(num_bins=15)
     metric.process(None, [
         dict(pred_score=torch.tensor(s), gt_label=torch.tensor([y]))
@@ -166,26 +146,17 @@ def test_float32_scores_bin_as_stored():
     assert metrics['calibration/nll'] == pytest.approx(NLL, abs=1e-6)
 
 
-@pytest.mark.parametrize('num_bins', [0, -3, 2.5, True, '15', None])
-def test_bad_num_bins(num_bins):
-    with pytest.raises(ValueError, match='num_bins must be an int >= 1'):
-        Calibration(num_bins=num_bins)
-    with pytest.raises(ValueError, match='num_bins'):
-        Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
-
-
 def test_bad_inputs():
-    metric = Calibration()
+    for num_bins in (0, -3, 2.5, True, '15', None):
+        with pytest.raises(ValueError, match='num_bins must be an int >= 1'):
+            Calibration(num_bins=num_bins)
+        with pytest.raises(ValueError, match='num_bins must be an int >= 1'):
+            Calibration.calculate(SCORES, LABELS, num_bins=num_bins)
+    metric, label, two = Calibration(), torch.tensor([0]), torch.tensor([0, 1])
     with pytest.raises(ValueError, match='pred_score'):
-        metric.process(
-            None,
-            [dict(pred_label=torch.tensor([0]), gt_label=torch.tensor([0]))])
+        metric.process(None, [dict(pred_label=label, gt_label=label)])
     with pytest.raises(ValueError, match='one ground-truth label'):
-        metric.process(None, [
-            dict(
-                pred_score=torch.tensor([0.5, 0.5]),
-                gt_label=torch.tensor([0, 1]))
-        ])
+        metric.process(None, [dict(pred_score=two / 2, gt_label=two)])
     with pytest.raises(ValueError, match=r'gt_label must lie in \[0, 2\)'):
         Calibration.calculate([[0.5, 0.5]], [2])
     with pytest.raises(ValueError, match='shape'):
@@ -223,80 +194,3 @@ def test_two_processes_match_one():
         assert out['calibration/ece'] == pytest.approx(ECE[3])
         assert out['padded/nll'] == pytest.approx(three['nll'])
         assert out['padded/ece'] == pytest.approx(40.0)
-
-
-def _reference(scores: torch.Tensor, labels: torch.Tensor,
-               num_bins: int) -> dict:
-    """NLL and ECE written as plainly as possible, one image at a time."""
-    nll, bins = 0.0, [[] for _ in range(num_bins)]
-    for score, label in zip(scores.tolist(), labels.tolist()):
-        nll -= math.log(score[label])
-        confidence = max(score)
-        index = min(num_bins - 1, max(0, math.ceil(confidence * num_bins) - 1))
-        bins[index].append((confidence, score.index(confidence) == label))
-    ece = sum(
-        abs(sum(right for _, right in b) - sum(c for c, _ in b))
-        for b in bins) / len(labels)
-    return {'nll': nll / len(labels), 'ece': 100 * ece}
-
-
-@pytest.mark.filterwarnings('ignore::DeprecationWarning',
-                            'ignore::UserWarning')
-def test_in_a_config_with_the_runner(fashion_mnist_small_root, tmp_path):
-    """Train BAKE one epoch on 320 images; validate and test on 200."""
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-
-    cfg = Config.fromfile(
-        osp.join(REPO_ROOT, 'configs', 'bake',
-                 'resnet18_1xb64_fashion-mnist.py'))
-    cfg.work_dir = str(tmp_path)
-    cfg.train_cfg.max_epochs = 1
-    cfg.train_cfg.val_interval = 1
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0)]
-    cfg.train_dataloader.batch_size = 16
-    cfg.train_dataloader.dataset.pop('indices', None)
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = fashion_mnist_small_root
-        cfg[name].num_workers = 0
-        cfg[name].persistent_workers = False
-    cfg.val_evaluator = [
-        dict(type='Accuracy', topk=(1, )),
-        dict(type='Calibration'),
-    ]
-    cfg.test_evaluator = cfg.val_evaluator
-    cfg.default_hooks.checkpoint.interval = 100  # no checkpoint needed
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        logged = runner.message_hub.log_scalars
-        metrics = runner.test()
-
-        scores, labels = [], []
-        runner.model.eval()
-        with torch.no_grad():
-            for batch in runner.test_dataloader:
-                for sample in runner.model.test_step(batch):
-                    scores.append(sample.pred_score)
-                    labels.append(int(sample.gt_label))
-    finally:
-        torch.set_num_threads(threads)
-
-    assert len(labels) == 200
-    expected = _reference(
-        torch.stack(scores).double(), torch.tensor(labels), 15)
-    assert metrics['calibration/nll'] == pytest.approx(
-        expected['nll'], rel=1e-6)
-    assert metrics['calibration/ece'] == pytest.approx(
-        expected['ece'], abs=1e-6)
-    top1 = 100 * float((torch.stack(scores).argmax(1)
-                        == torch.tensor(labels)).double().mean())
-    assert metrics['accuracy/top1'] == pytest.approx(top1)
-    # The validation after the epoch logged the same numbers (same model,
-    # same images).
-    assert float(logged['val/calibration/nll'].current()) == pytest.approx(
-        expected['nll'], rel=1e-6)
-    assert 0.0 < expected['ece'] < 100.0

@@ -1,19 +1,15 @@
-"""Draw BAKE's ensembled soft targets for a config and checkpoint.
-
-For the first images of a few class-aware batches of the training set
-(test-time transforms, a seeded anchor order), the model in eval mode gives
-the ground truth, its own top-k (``softmax(z / T)``) and the top-k of the
-ensembled target ``Q``, as in Fig. 5 of the BAKE paper::
+"""Draw BAKE's ensembled soft targets for a config and checkpoint::
 
     python tools/analysis_tools/visualize_soft_targets.py \\
         configs/bake/resnet18_1xb64_fashion-mnist.py CHECKPOINT \\
         --out-dir work_dirs/soft_targets --num-batches 2
 
-writes ``soft_targets_batch{0,1}.png`` and prints, per batch, how often the
-own and the ensembled top-1 are right, their mean probability of the ground
-truth and ``same_class_affinity`` (affinity mass on same-class images over
-their share of the batch; 1.0 = no preference). During training:
-``custom_hooks=[dict(type='SoftTargetVisualizationHook', interval=1)]``.
+draws the first images of class-aware training batches (test transforms,
+seeded order), their ground truth and the top-k of the model's own
+``softmax(z / T)`` (eval mode) and of BAKE's target ``Q`` (Fig. 5 of the
+paper) into ``soft_targets_batch{i}.png``, and prints the batches'
+``mmbake.visualization.soft_target_stats``. The same during training:
+``custom_hooks=[dict(type='SoftTargetVisualizationHook')]``.
 """
 import argparse
 import os.path as osp
@@ -22,47 +18,34 @@ from typing import List, Optional
 
 from mmengine.config import Config
 
-# The tools' shared package, tools/mmbake_tools: this script's folder is on
-# sys.path, tools/ is not.
-TOOLS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if TOOLS_DIR not in sys.path:
-    sys.path.insert(0, TOOLS_DIR)
-# isort: off
-from mmbake_tools.cli import (  # noqa: E402
+# For tools/mmbake_tools: this script's folder is on sys.path, not tools/.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmbake_tools.cli import (  # noqa: E402 isort: skip
     apply_cfg_options, errors_as_one_line, new_parser, parse_checked)
-from mmbake_tools.data_checks import (  # noqa: E402
+from mmbake_tools.data_checks import (  # noqa: E402 isort: skip
     check_data_paths, check_label_values, reading_data)
-# isort: on
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse and check the command line; bad input exits with status 2."""
     parser = new_parser('Draw the BAKE ensembled soft targets of a checkpoint',
                         'checkpoint file path')
-    parser.add_argument('--out-dir', default='work_dirs/soft_targets')
-    parser.add_argument('--num-batches', type=int, default=1)
-    parser.add_argument(
-        '--batch-size',
-        type=int,
-        help='images ensembled together (default: the training batch size)')
-    parser.add_argument(
-        '--max-images', type=int, default=16, help='images drawn per batch')
-    parser.add_argument(
-        '--ncols', type=int, default=8, help='images per row of a picture')
-    parser.add_argument('--topk', type=int, default=3)
-    parser.add_argument(
-        '--seed', type=int, default=0, help='seed of the anchor order')
-    parser.add_argument(
-        '--omega', type=float, help='default: the head\'s (or 0.5)')
-    parser.add_argument(
-        '--temperature', type=float, help='default: the head\'s (or 4.0)')
-    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    add = parser.add_argument
+    add('--out-dir', default='work_dirs/soft_targets')
+    add('--num-batches', type=int, default=1)
+    add('--batch-size', type=int, help='default: the training batch size')
+    add('--max-images', type=int, default=16, help='images drawn per batch')
+    add('--ncols', type=int, default=8, help='images per row of a picture')
+    add('--topk', type=int, default=3)
+    add('--seed', type=int, default=0, help='seed of the anchor order')
+    add('--omega', type=float, help='default: the head\'s (or 0.5)')
+    add('--temperature', type=float, help='default: the head\'s (or 4.0)')
+    add('--device', default='cpu', help='e.g. cpu, cuda:0')
     args = parse_checked(parser, argv)
-    for name in ('num_batches', 'max_images', 'ncols', 'topk', 'batch_size'):
-        value = getattr(args, name)
+    for flag in ('num-batches', 'batch-size', 'max-images', 'ncols', 'topk'):
+        value = getattr(args, flag.replace('-', '_'))
         if value is not None and value < 1:
-            parser.error(
-                f'--{name.replace("_", "-")} must be >= 1, got {value}')
+            parser.error(f'--{flag} must be >= 1, got {value}')
     if args.omega is not None and not 0.0 <= args.omega < 1.0:
         parser.error(f'--omega must be in [0, 1), got {args.omega}')
     if args.temperature is not None and not args.temperature > 0:
@@ -71,27 +54,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def build_model(cfg: Config, checkpoint: str, device: str = 'cpu'):
-    """The config's classifier with the checkpoint's weights, in eval mode.
-
-    mmpretrain's ``get_model`` puts the config's ``data_preprocessor`` (the
-    normalisation) into the model, as the runner does; without it batch
-    normalisation's running statistics would not fit the images. A training
-    checkpoint is read weights-only (``checkpoint_globals``).
-
-    Args:
-        cfg (Config): The full config.
-        checkpoint (str): The checkpoint file.
-        device (str): Device to put the model on. Defaults to 'cpu'.
-
-    Returns:
-        nn.Module: The model.
-    """
+    """The config's classifier with the checkpoint's weights, in eval mode
+    (``get_model`` puts the config's normalisation in it, as the runner
+    does); a training checkpoint is read weights-only."""
     from mmpretrain.apis import get_model
 
     from mmbake.utils import checkpoint_globals
-
     with checkpoint_globals():
-        return get_model(cfg, pretrained=checkpoint, device=device)
+        return get_model(cfg, checkpoint, device=device)
 
 
 def main(argv: Optional[List[str]] = None) -> List[str]:
@@ -111,27 +81,17 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
         model = build_model(cfg, args.checkpoint, args.device)
         with reading_data(cfg, 'train_dataloader'):
             batches = build_class_aware_batches(
-                cfg,
-                num_batches=args.num_batches,
-                batch_size=args.batch_size,
-                seed=args.seed)
-        check_label_values(model, [
-            int(sample.gt_label[0]) for batch in batches['batches']
-            for sample in batch['data_samples']
-        ], 'train_dataloader', batches['classes'])
-    outputs = visualize_batches(
-        model,
-        batches,
-        osp.join(args.out_dir, 'soft_targets'),
-        omega=args.omega,
-        temperature=args.temperature,
-        max_images=args.max_images,
-        ncols=args.ncols,
-        topk=args.topk,
-        title=osp.basename(args.checkpoint))
+                cfg, args.num_batches, args.batch_size, seed=args.seed)
+        samples = sum((b['data_samples'] for b in batches['batches']), [])
+        check_label_values(model, [int(s.gt_label[0]) for s in samples],
+                           'train_dataloader', batches['classes'])
+    drawing = ('omega', 'temperature', 'max_images', 'ncols', 'topk')
+    drawing = {k: getattr(args, k) for k in drawing}
+    drawing['title'] = osp.basename(args.checkpoint)
+    out = osp.join(args.out_dir, 'soft_targets')
+    outputs = visualize_batches(model, batches, out, **drawing)
     for output in outputs:
-        print(f'Wrote {output["path"]}')
-        print('  ' + format_stats(output))
+        print(f'Wrote {output["path"]}\n  {format_stats(output)}')
     return [output['path'] for output in outputs]
 
 

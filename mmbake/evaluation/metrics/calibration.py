@@ -158,13 +158,10 @@ class Calibration(BaseMetric):
                 positive int.
         """
         num_bins = _check_num_bins(num_bins)
-        if not isinstance(pred_score, torch.Tensor):
-            # Straight to float64: a list of decimals keeps its values.
-            pred_score = np.asarray(pred_score, dtype=np.float64)
-        score = torch.as_tensor(pred_score)
-        label = torch.as_tensor(
-            np.asarray(target
-                       ) if not isinstance(target, torch.Tensor) else target)
+        # Straight to float64: a list of decimals keeps its values.
+        score = pred_score if isinstance(pred_score, torch.Tensor) else \
+            torch.as_tensor(np.asarray(pred_score, dtype=np.float64))
+        label = torch.as_tensor(target)
         if score.ndim != 2 or label.ndim != 1 or \
                 score.shape[0] != label.shape[0] or score.shape[0] == 0:
             raise ValueError(
@@ -177,9 +174,8 @@ class Calibration(BaseMetric):
 
 def _check_num_bins(num_bins: int) -> int:
     """Return ``num_bins`` as an int, or raise a ValueError naming it."""
-    if isinstance(num_bins,
-                  bool) or not isinstance(num_bins,
-                                          (int, np.integer)) or num_bins < 1:
+    is_int = isinstance(num_bins, (int, np.integer))
+    if not is_int or isinstance(num_bins, bool) or num_bins < 1:
         raise ValueError(f'num_bins must be an int >= 1, but got {num_bins!r}')
     return int(num_bins)
 

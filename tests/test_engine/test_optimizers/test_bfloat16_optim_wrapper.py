@@ -1,6 +1,5 @@
 """BFloat16OptimWrapper: bfloat16 autocast on the CPU, plain updates."""
 import torch
-from mmengine.registry import DefaultScope
 from mmpretrain.registry import OPTIM_WRAPPERS
 from mmpretrain.structures import DataSample
 
@@ -8,12 +7,10 @@ from mmbake.models import BAKEHead
 
 
 def test_autocasts_bfloat16_on_cpu_and_trains_a_bake_head():
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        head = BAKEHead(num_classes=4, in_channels=8, global_ensemble=False)
-        wrapper = OPTIM_WRAPPERS.build(
-            dict(
-                type='BFloat16OptimWrapper',
-                optimizer=torch.optim.SGD(head.parameters(), lr=0.1)))
+    head = BAKEHead(num_classes=4, in_channels=8, global_ensemble=False)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    wrapper = OPTIM_WRAPPERS.build(
+        dict(type='BFloat16OptimWrapper', optimizer=optimizer))
     feats = (torch.randn(8, 8), )
     samples = [DataSample().set_gt_label(i // 2 % 4) for i in range(8)]
     before = head.fc.weight.detach().clone()
