@@ -1,16 +1,21 @@
-"""Weights-only loading of mmengine checkpoints (mmbake.utils.checkpoint)."""
+"""Weights-only loading of mmengine checkpoints (mmbake.utils.checkpoint)
+and of the model zoo's (mmbake.model_zoo). SafeCheckpointHook's format on
+a real run: tests/test_engine/test_hooks/test_safe_checkpoint_hook.py."""
+import glob
+import os.path as osp
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from mmengine.logging import HistoryBuffer, MessageHub
+from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from mmengine.optim.scheduler import CosineAnnealingLR
 from mmengine.runner.checkpoint import CheckpointLoader, save_checkpoint
 from mmengine.utils import digit_version
 
 from mmbake.utils import (checkpoint_globals, checkpoint_is_truncated,
                           history_buffer_getattr, load_checkpoint_weights_only)
+from tests.script_utils import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(
     digit_version(torch.__version__) < digit_version('2.6.0'),
@@ -83,6 +88,15 @@ def test_training_checkpoint_loads_inside_the_block_only(tmp_path):
     assert load_checkpoint_weights_only(path)['meta']['epoch'] == 1
 
 
+def test_an_exception_inside_the_block_restores_the_allowlist():
+    allowlist = torch.serialization.get_safe_globals()
+    with pytest.raises(KeyError, match='raised inside'):
+        with checkpoint_globals():
+            assert HistoryBuffer in torch.serialization.get_safe_globals()
+            raise KeyError('raised inside')
+    assert torch.serialization.get_safe_globals() == allowlist
+
+
 def test_code_is_refused_inside_the_block(tmp_path):
     payload, getter = str(tmp_path / 'a.pth'), str(tmp_path / 'b.pth')
     torch.save({'meta': {}, 'x': Payload()}, payload)
@@ -113,3 +127,17 @@ def test_truncated_checkpoints_are_detected(tmp_path):
         assert checkpoint_is_truncated(cut)
         with pytest.raises(ValueError, match='not a complete checkpoint'):
             load_checkpoint_weights_only(cut)
+
+
+def test_zoo_loader_logs_a_readable_backend_name(tmp_path):
+    from mmbake.model_zoo import register_bake_models
+
+    (released, ) = glob.glob(osp.join(REPO_ROOT, 'checkpoints', '*.pth'))
+    url = 'mmbake://checkpoints/' + osp.basename(released)
+    log = tmp_path / 'log.txt'
+    MMLogger.get_instance(tmp_path.name, log_file=str(log))
+    register_bake_models()
+    assert 'state_dict' in CheckpointLoader.load_checkpoint(url)
+    # mmengine names the backend after the loader function's name.
+    assert f'Loads checkpoint by mmbake backend from path: {url}' in \
+        log.read_text()
