@@ -17,7 +17,7 @@ import copy
 import os
 import pickle
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Callable, ContextManager, Dict, List, Optional
 
 import numpy as np
@@ -36,7 +36,8 @@ PLAIN_TAG = '__mmbake_plain__'
 _PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray,
                  torch.Tensor, torch.nn.Parameter, torch.Size, torch.dtype,
                  torch.device)
-_CONTAINERS = (dict, OrderedDict, list, tuple)
+# Counter: MultiStepLR's milestones.
+_CONTAINERS = (dict, OrderedDict, Counter, list, tuple)
 # A HistoryBuffer's state; pickling adds the class's statistics_methods
 # (methods registered on the class by the code that defines them).
 _BUFFER_STATE = {
