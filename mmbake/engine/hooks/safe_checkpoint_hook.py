@@ -38,8 +38,8 @@ class SafeCheckpointHook(CheckpointHook):
       ``backend_args``, ``file_client_args`` or a remote ``out_dir`` it
       saves as ``CheckpointHook``).
 
-    Hooks of lower priority than this one (``VERY_LOW``) see the checkpoint
-    after it was converted.
+    What hooks of lower priority than this one (``VERY_LOW``) add to the
+    checkpoint comes after the conversion and is saved as it is.
     """
 
     def __init__(self, *args, **kwargs) -> None:
