@@ -55,10 +55,12 @@ def find_model_zoo_root(package_dir: Optional[str] = None) -> Optional[str]:
     return None
 
 
-def load_zoo_checkpoint(filename: str,
-                        map_location: Any = None) -> Dict[str, Any]:
+def load_from_mmbake(filename: str,
+                     map_location: Any = None) -> Dict[str, Any]:
     """The ``CheckpointLoader`` scheme of :data:`SCHEME`: a file of the zoo
     root, read weights-only onto the CPU (``map_location`` is not needed).
+    mmengine logs the backend as this function's name without its first
+    ten characters (``load_from_``): "Loads checkpoint by mmbake backend".
 
     Args:
         filename (str): ``mmbake://<path relative to the zoo root>``.
@@ -100,5 +102,5 @@ def register_bake_models(root: Optional[str] = None) -> List[str]:
         # Config paths in the metafile are relative to the root, the way
         # mmpretrain's own index is relative to ``mmpretrain/.mim``.
         ModelHub.register_model_index(index_path, config_prefix=root)
-    CheckpointLoader.register_scheme(SCHEME, load_zoo_checkpoint, force=True)
+    CheckpointLoader.register_scheme(SCHEME, load_from_mmbake, force=True)
     return names

@@ -4,26 +4,21 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 from mmbake.utils import write_atomically
 
-# Writes 'old' atomically, then starts to write 'new' and is killed halfway.
-KILLED_WRITER = textwrap.dedent('''
-    import sys, time
-    from mmbake.utils import write_atomically
-
-    path = sys.argv[1]
-    write_atomically(lambda f: f.write(b'old'), path)
-
-    def half_then_wait(f):
-        f.write(b'new, half wri')
-        f.flush()
-        print('WRITING', flush=True)
-        time.sleep(600)
-
-    write_atomically(half_then_wait, path)
-''')
+# Writes 'old' atomically, then starts to write 'new' and waits, killed.
+KILLED_WRITER = '''
+import sys, time
+from mmbake.utils import write_atomically
+write_atomically(lambda f: f.write(b'old'), sys.argv[1])
+def half_then_wait(f):
+    f.write(b'new, half wri')
+    f.flush()
+    print('WRITING', flush=True)
+    time.sleep(600)
+write_atomically(half_then_wait, sys.argv[1])
+'''
 
 
 def test_write_atomically_survives_a_kill(tmp_path):

@@ -1,34 +1,25 @@
-"""Turn a training checkpoint into a release file: weights and plain metadata.
+"""Turn a training checkpoint into a release: weights and plain metadata.
 
     python tools/model_converters/publish_model.py IN_FILE OUT_FILE
 
-writes ``<OUT_FILE without .pth>_<YYYYMMDD>-<sha256[:8]>.pth`` (OpenMMLab's
-naming) with ``state_dict`` and ``meta`` only, ``meta`` reduced to plain
-data (``dataset_meta``, config text, seed, epoch, versions): it loads with
-``torch.load(..., weights_only=True)``, and into the plain config (e.g.
-``LinearClsHead``, whose keys a BAKE head shares) without mmbake.
+writes ``<OUT_FILE without .pth>_<YYYYMMDD>-<sha256[:8]>.pth``: ``state_dict``
+and ``meta`` (dataset_meta, config, seed, epoch, versions) as plain data.
 """
 import argparse
 import os.path as osp
-import pickle
 from typing import Any, List, Optional
 
 import numpy as np
 import torch
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-# Returned by sanitize() for a value that has no plain-data form.
-_DROP = object()
+_DROP = object()  # sanitize()'s result for a value without plain-data form
 
 
 def sanitize(value: Any, path: str, dropped: List[str]) -> Any:
-    """Reduce ``value`` to data that ``torch.load(weights_only=True)`` reads.
-
-    Numpy scalars and arrays become Python numbers and lists; any type
-    other than dicts, lists, tuples, strings, numbers, booleans, None and
-    tensors is dropped (``_DROP`` is returned) and its dotted path, from
-    ``path``, appended to ``dropped``.
-    """
+    """``value`` as plain data (numpy as numbers and lists); other types but
+    str, numbers, bool, None, tensors and containers dropped (``_DROP``),
+    their dotted path from ``path`` added to ``dropped``."""
     if isinstance(value, _PLAIN_SCALARS):
         return value
     if isinstance(value, torch.Tensor):
@@ -41,55 +32,45 @@ def sanitize(value: Any, path: str, dropped: List[str]) -> Any:
             if not isinstance(key, _PLAIN_SCALARS):
                 dropped.append(f'{path}.{key!r}')
                 continue
-            item = sanitize(item, f'{path}.{key}', dropped)
-            if item is not _DROP:
-                out[key] = item
-        return out
+            out[key] = sanitize(item, f'{path}.{key}', dropped)
+        return {k: v for k, v in out.items() if v is not _DROP}
     if isinstance(value, (list, tuple)):
-        items = [
-            sanitize(item, f'{path}[{i}]', dropped)
-            for i, item in enumerate(value)
-        ]
-        items = [item for item in items if item is not _DROP]
+        items = (sanitize(v, f'{path}[{i}]', dropped)
+                 for i, v in enumerate(value))
+        items = [v for v in items if v is not _DROP]
         return items if isinstance(value, list) else tuple(items)
     dropped.append(f'{path} ({type(value).__name__})')
     return _DROP
 
 
 def publish_checkpoint(in_file: str, out_file: str) -> str:
-    """Write the release file of ``in_file`` and return its path.
+    """Write the release file of ``in_file``.
 
     Args:
-        in_file (str): A checkpoint written by mmengine's runner, or a bare
-            ``state_dict``; read with the weights-only unpickler.
-        out_file (str): Requested output path (date and hash are appended);
-            missing folders are created.
+        in_file (str): A training checkpoint or a bare ``state_dict``.
+        out_file (str): Requested path (date and hash are appended).
 
     Returns:
         str: Path of the published file.
     """
-    # Imported here, not at the top, so that ``--help`` stays instant.
-    import mmpretrain
+    import mmpretrain  # here, so that ``--help`` stays instant
 
-    from mmbake import __version__ as mmbake_version
+    import mmbake
     from mmbake.utils import load_checkpoint_weights_only, save_release
 
     checkpoint = load_checkpoint_weights_only(in_file)
-    if 'state_dict' not in checkpoint:
-        if not checkpoint or not all(
-                isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            raise ValueError(
-                'the checkpoint has no "state_dict" and is not a bare state '
-                f'dict; its top-level keys are {sorted(map(str, checkpoint))}')
-        checkpoint = dict(state_dict=checkpoint)
-    state_dict = checkpoint['state_dict']
+    bare = 'state_dict' not in checkpoint
+    state_dict = checkpoint if bare else checkpoint['state_dict']
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f'state_dict entries that are not tensors: {bad}')
-    dropped: List[str] = []
-    meta = sanitize(checkpoint.get('meta') or {}, 'meta', dropped)
+    if bad or (bare and not checkpoint):
+        raise ValueError(
+            f'state_dict entries that are not tensors: {bad}' if not bare else
+            'the checkpoint has no "state_dict" and is not a bare state '
+            f'dict; its top-level keys are {sorted(map(str, checkpoint))}')
+    meta = {} if bare else checkpoint.get('meta') or {}
+    meta = sanitize(meta, 'meta', dropped := [])
     meta.setdefault('mmpretrain_version', mmpretrain.__version__)
-    meta.setdefault('mmbake_version', mmbake_version)
+    meta.setdefault('mmbake_version', mmbake.__version__)
     if dropped:
         print('Dropped metadata that is not plain data: ' + ', '.join(dropped))
     if not meta.get('dataset_meta'):
@@ -100,20 +81,16 @@ def publish_checkpoint(in_file: str, out_file: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> str:
     """Publish the checkpoint named on the command line; return the path."""
-    parser = argparse.ArgumentParser(
-        description='Strip a training checkpoint down to weights and plain '
-        'metadata, and name it <name>_<date>-<sha256[:8]>.pth')
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('in_file', help='checkpoint written by training')
     parser.add_argument(
-        'out_file',
-        help='release name, e.g. work_dirs/bake_resnet18_1xb64_fashion-'
-        'mnist.pth (date and hash are appended)')
+        'out_file', help='release name (date and hash are appended)')
     args = parser.parse_args(argv)
     if not osp.isfile(args.in_file):
         parser.error(f'in_file {args.in_file!r} is not a file')
     try:
         final = publish_checkpoint(args.in_file, args.out_file)
-    except (ValueError, pickle.UnpicklingError) as err:
+    except ValueError as err:  # also what the weights-only loading refuses
         parser.error(f'{args.in_file}: {err}')
     print(f'Published {final}')
     return final

@@ -1,60 +1,86 @@
-"""mmengine's CheckpointHook, safe to kill while saving and to resume."""
-import contextlib
+"""mmengine's CheckpointHook, with checkpoints that torch's weights-only
+loading reads and that a kill while saving leaves resumable."""
 import logging
 import os
 import os.path as osp
-from typing import Optional
+from typing import List, Set
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
+from mmengine.runner import Runner
 from mmpretrain.registry import HOOKS
 
-from ...utils import (checkpoint_globals, replace_atomically, temporary_path,
-                      write_atomically)
+from ...utils import (checkpoint_from_plain, checkpoint_to_plain,
+                      replace_atomically, temporary_path, write_atomically)
 
 
 @HOOKS.register_module()
 class SafeCheckpointHook(CheckpointHook):
-    """``CheckpointHook`` (same arguments) that keeps a resumable work dir.
+    """``CheckpointHook`` (same arguments) for mmengine 0.10.7 on torch >= 2.6
+    (docs/compatibility.md), for mmengine's ``Runner``.
 
-    For mmengine 0.10.7 on torch >= 2.6 (docs/compatibility.md):
-
-    - mmengine writes ``epoch_N.pth`` and ``last_checkpoint`` in place and,
-      with ``max_keep_ckpts``, deletes the outdated checkpoint before it
-      saves the new one: a kill while saving can leave a truncated file, an
-      empty pointer or no checkpoint. Here both are written to temporaries
-      and renamed into place, and the outdated checkpoint goes last (local
-      folders; with ``backend_args``, ``file_client_args`` or a remote
-      ``out_dir`` it saves as ``CheckpointHook``).
-    - The runner's own load (``load_from``, ``resume``), between
-      ``before_run`` and the start of training, validation or testing,
-      runs in :func:`mmbake.utils.checkpoint_globals`: torch's weights-only
-      unpickler reads mmengine's training checkpoints.
+    - mmengine's checkpoints hold ``message_hub``'s ``HistoryBuffer``s and
+      numpy values, which ``torch.load``'s weights-only default refuses, so
+      ``init_model``, inferencers, test tools and resume fail on them. Here
+      they are saved as tensors and plain data
+      (:func:`mmbake.utils.checkpoint_to_plain`) and rebuilt in
+      ``after_load_checkpoint``, before resume reads them. A checkpoint
+      holding anything else without such a form (another hook's object) is
+      saved unchanged, in mmengine's format, with a warning naming the key.
     - ``Runner.resume`` executes ``meta['config']`` as Python; it is
       removed from every checkpoint the runner loads, with a warning.
+    - mmengine deletes the outdated checkpoint (``max_keep_ckpts``) before
+      it saves the new one and writes the file and ``last_checkpoint`` in
+      place: a kill while saving can leave a truncated file, an empty
+      pointer or no checkpoint. Here both go through a temporary renamed
+      into place and the outdated checkpoint goes last (local folders; with
+      ``backend_args``, ``file_client_args`` or a remote ``out_dir`` it
+      saves as ``CheckpointHook``).
+
+    What hooks of lower priority than this one (``VERY_LOW``) add to the
+    checkpoint comes after the conversion and is saved as it is.
     """
 
-    _loading: Optional[contextlib.ExitStack] = None
-
-    def before_run(self, runner) -> None:
-        super().before_run(runner)
-        self._loading = contextlib.ExitStack()
-        self._loading.enter_context(checkpoint_globals())
-
-    def _loaded(self, runner) -> None:
-        if self._loading is not None:
-            self._loading.close()
-            self._loading = None
-
-    before_val = before_test = after_run = _loaded
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused: Set[str] = set()
 
     def before_train(self, runner) -> None:
-        self._loaded(runner)
+        if not isinstance(runner, Runner):
+            # FlexibleRunner's strategies (DeepSpeed, ColossalAI, sharded
+            # FSDP) write directories, which one rename cannot replace.
+            raise TypeError(
+                'SafeCheckpointHook saves single-file checkpoints of '
+                "mmengine's Runner through an atomic rename, but the runner "
+                f'is a {type(runner).__name__}, whose strategies may save '
+                "checkpoint directories; use mmengine's CheckpointHook "
+                "(default_hooks.checkpoint.type='CheckpointHook')")
         super().before_train(runner)
 
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store numpy values and ``HistoryBuffer``s as tensors and plain
+        data, unless something else in ``checkpoint`` has no such form."""
+        refused: List[str] = []
+        plain = checkpoint_to_plain(checkpoint, 'checkpoint', refused)
+        if not refused:
+            # mmengine saves the dict it handed over: update it in place.
+            checkpoint.update(plain)
+        elif not self._refused.issuperset(refused):
+            self._refused.update(refused)
+            print_log(
+                f'mmbake: {", ".join(refused)} has no form that torch\'s '
+                'weights-only loading reads, so this checkpoint and later '
+                "ones holding it are saved in mmengine's format, which "
+                'torch.load, init_model and mmpretrain\'s tools refuse on '
+                'torch >= 2.6',
+                logger='current',
+                level=logging.WARNING)
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Drop ``meta['config']``: resume would run it as Python code."""
+        """Rebuild what :meth:`before_save_checkpoint` stored (either format
+        loads) and drop ``meta['config']``, which resume would run."""
+        checkpoint.update(checkpoint_from_plain(checkpoint))
         meta = checkpoint.get('meta')
         if isinstance(meta, dict) and meta.pop('config', None) is not None:
             print_log(
@@ -64,6 +90,10 @@ class SafeCheckpointHook(CheckpointHook):
                 level=logging.WARNING)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        # mmengine's method (checkpoint_hook.py:413) with the order changed:
+        # save to a temporary, rename it and the pointer into place, then
+        # delete the outdated checkpoint. It has no smaller extension point:
+        # the file name it saves to is also the one it records.
         remote = self.backend_args is not None \
             or self.file_client_args is not None or '://' in str(self.out_dir)
         if remote:
@@ -77,8 +107,8 @@ class SafeCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
-        name = self.filename_tmpl.format(step)
-        self.last_ckpt = osp.join(self.out_dir, name)
+        self.last_ckpt = osp.join(self.out_dir,
+                                  self.filename_tmpl.format(step))
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         # Runner.save_checkpoint writes on the main process only.
         main = is_main_process()
