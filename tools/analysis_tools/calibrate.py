@@ -31,8 +31,10 @@ if TOOLS_DIR not in sys.path:
 # isort: off
 from mmbake_tools.cli import (  # noqa: E402
     apply_cfg_options, errors_as_one_line, new_parser, parse_checked, say)
-from mmbake_tools.data_checks import (  # noqa: E402
-    check_data_paths, check_labels_fit, reading_data)
+from mmbake_tools.cli import check_data_paths, reading_data  # noqa: E402
+
+from mmbake.engine.hooks.check_labels_hook import \
+    check_labels_fit  # noqa: E402
 # isort: on
 
 LOADER = 'val_dataloader'

@@ -30,8 +30,10 @@ if TOOLS_DIR not in sys.path:
 # isort: off
 from mmbake_tools.cli import (  # noqa: E402
     apply_cfg_options, errors_as_one_line, new_parser, parse_checked)
-from mmbake_tools.data_checks import (  # noqa: E402
-    check_data_paths, check_label_values, reading_data)
+from mmbake_tools.cli import check_data_paths, reading_data  # noqa: E402
+
+from mmbake.engine.hooks.check_labels_hook import \
+    check_label_values  # noqa: E402
 # isort: on
 
 
