@@ -55,6 +55,8 @@ def libraries_own(key: Key, value: object) -> bool:
         # torch wraps Optimizer subclasses' step for its profiler when the
         # first optimizer of a class is built (Optimizer._patch_step_function).
         or (key[0].startswith('torch.optim.') and key[-1] == 'step')
+        # torch's DataLoader notes that it installed its SIGCHLD handler.
+        or key[-1] == '_SIGCHLD_handler_set'
         # Rebound by torch.serialization.safe_globals; its content is
         # compared apart (safe_globals() below).
         or key[-1] == '_marked_safe_globals_set'

@@ -29,8 +29,8 @@ def main() -> None:
                              f'{allowed} (--out-item {args.out_item})')
         if args.interval < 1:
             raise ValueError(f'--interval must be >= 1, got {args.interval}')
-        if args.show_dir and 'visualization' not in cfg.get(
-                'default_hooks', {}):
+        if args.show_dir and not cfg.get('default_hooks',
+                                         {}).get('visualization'):
             raise ValueError('--show-dir needs default_hooks.visualization='
                              'dict(type="VisualizationHook") in the config '
                              "(mmpretrain's default_runtime has it)")

@@ -17,11 +17,12 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 def merge_args(tool, args, cfg: Config) -> Config:
     """mmpretrain's ``merge_args``, and what it cannot do without GPU."""
-    if args.auto_scale_lr and 'auto_scale_lr' not in cfg:
+    if args.auto_scale_lr and not cfg.get('auto_scale_lr', None):
         raise ValueError('--auto-scale-lr needs auto_scale_lr in the config')
+    # After --cfg-options, which cannot merge into a removed val dataloader.
+    no_validate, args.no_validate = args.no_validate, False
     cfg = name_keys_of(tool.merge_args(cfg, args), LOADERS)
-    # Again: --cfg-options for the val dataloader bring it back half-way.
-    if args.no_validate:
+    if no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     for field in filter(cfg.get, LOADERS):
         if cfg[field].get(

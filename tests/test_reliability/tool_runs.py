@@ -1,11 +1,9 @@
 """Helpers for the reliability tests: tiny configs, runs that get killed.
 
 The tests run the real command lines (``tools/train.py``,
-``tools/dist_train.sh``) on the shared small Fashion-MNIST root. Runs that
-must finish go through the ``run_tool`` fixture of ``tests/conftest.py``;
-runs that the test kills are started here, in a session of their own, and
-killed with every descendant (torchrun, every rank, every dataloader
-worker; see :func:`kill_group`).
+``tools/dist_train.sh``) on the shared small Fashion-MNIST root; runs that
+the test kills are started here, in a session of their own, and killed
+with every descendant (:func:`kill_group`).
 """
 import math
 import os
@@ -30,13 +28,10 @@ BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 # Every wait is bounded: a hang fails the test, it never stalls CI.
 RUN_TIMEOUT_S = 300
-PAUSE_ENV = 'MMBAKE_TEST_PAUSE'
-PAUSE_MARKER = 'PAUSED'
-
+PAUSE_ENV, PAUSE_MARKER = 'MMBAKE_TEST_PAUSE', 'PAUSED'
 # 203 = 7 x 29 training images: not divisible by 2 or 3 ranks, nor by the
 # batch of 8 (4 anchors + 4 mates); 100 validation images.
 NUM_TRAIN, NUM_VAL, BATCH_SIZE = 203, 100, 8
-
 FINAL_RANK_LINE = re.compile(
     r'^Final top-1 \(val, (epoch|iter) (\d+), rank (\d+)/(\d+)\): '
     r'(\d+\.\d\d)$', re.MULTILINE)
@@ -51,28 +46,19 @@ def write_config(path: str,
                  num_workers: int = 0) -> str:
     """Write a tiny BAKE config (global ensembling, class-aware batches).
 
-    It inherits ``configs/bake/resnet18_1xb64_fashion-mnist.py`` and only
-    shrinks it: 203 training and 100 validation images of ``data_root``,
-    batch 8, one log line per iteration, a checkpoint per epoch (or every
-    10 iterations) of which one is kept, validation at the end, and the
-    test pause hook (inactive unless ``MMBAKE_TEST_PAUSE`` is set).
-
-    Args:
-        path (str): Where to write the config.
-        data_root (str): A Fashion-MNIST data root.
-        loop (str): ``'epoch'`` (``DefaultSampler``, ``length`` epochs) or
-            ``'iter'`` (``InfiniteSampler``, ``length`` iterations).
-        length (int): Epochs or iterations.
-        seed (int, optional): ``randomness.seed``.
-        deterministic (bool): ``randomness.deterministic``.
-        num_workers (int): Train dataloader workers (never persistent).
+    It shrinks ``configs/bake/resnet18_1xb64_fashion-mnist.py``: 203
+    training and 100 validation images of ``data_root``, batch 8, a log
+    line per iteration, a checkpoint per epoch (``loop='epoch'``,
+    ``DefaultSampler``) or every 10 iterations (``'iter'``,
+    ``InfiniteSampler``) of which one is kept, validation at the end of the
+    ``length`` epochs or iterations, and the pause hook of
+    ``pause_hook.py`` (inactive unless ``MMBAKE_TEST_PAUSE`` is set).
+    ``num_workers`` train dataloader workers are never persistent.
 
     Returns:
         str: ``path``.
     """
-    if loop not in ('epoch', 'iter'):
-        raise ValueError(f"loop must be 'epoch' or 'iter', got {loop!r}")
-    sampler = 'DefaultSampler' if loop == 'epoch' else 'InfiniteSampler'
+    sampler = dict(epoch='DefaultSampler', iter='InfiniteSampler')[loop]
     lines = [
         f'_base_ = [{BAKE_CONFIG!r}]',
         'model = dict(head=dict(type="BAKEHead", global_ensemble=True))',
@@ -125,8 +111,7 @@ def fresh_port(env: Dict[str, str]) -> Dict[str, str]:
 def start(cmd: Sequence[str], env: Dict[str, str],
           log_path: str) -> subprocess.Popen:
     """Start a command in a new session, stdout and stderr to a file."""
-    log = open(log_path, 'w')
-    try:
+    with open(log_path, 'w') as log:  # the child holds its own descriptor
         return subprocess.Popen(
             list(cmd),
             cwd=REPO_ROOT,
@@ -135,8 +120,6 @@ def start(cmd: Sequence[str], env: Dict[str, str],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True)
-    finally:
-        log.close()  # the child holds its own descriptor
 
 
 def read(path: str) -> str:
@@ -151,32 +134,24 @@ def wait_for(condition: Callable[[], bool],
              proc: subprocess.Popen,
              log_path: str,
              timeout: float = RUN_TIMEOUT_S) -> None:
-    """Poll ``condition`` until it holds; fail if the run ends or stalls.
-
-    Raises:
-        AssertionError: If ``proc`` exits first or ``timeout`` passes (the
-            process group is then killed).
-    """
+    """Poll ``condition`` until it holds; fail (killing the run) if the run
+    ends first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(
-                f'the run ended (status {proc.returncode}) before the '
-                f'awaited point; log tail:\n{read(log_path)[-3000:]}')
-        if time.monotonic() > deadline:
+        ended = proc.poll() is not None
+        if ended or time.monotonic() > deadline:
             kill_group(proc)
-            raise AssertionError(
-                f'the awaited point was not reached in {timeout} s; log '
-                f'tail:\n{read(log_path)[-3000:]}')
+            raise AssertionError((f'the run ended (status {proc.returncode})'
+                                  if ended else f'not there in {timeout} s') +
+                                 f' before the awaited point; log tail:\n'
+                                 f'{read(log_path)[-3000:]}')
         time.sleep(0.1)
 
 
 def descendants(pid: int) -> List[int]:
     """Every live descendant of ``pid``, read from ``/proc``."""
     children: Dict[int, List[int]] = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir('/proc')):
         try:
             with open(f'/proc/{entry}/stat') as f:
                 # The command name (field 2) may hold spaces; it ends at ')'.
@@ -193,20 +168,16 @@ def descendants(pid: int) -> List[int]:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of the run, then reap the leader.
-
-    torchrun starts each rank in a session of its own, so ``os.killpg`` on
-    the launcher's session does not reach the ranks: every descendant is
-    collected first (a killed parent's children are re-parented and could
-    not be found afterwards) and killed one by one.
-    """
-    victims = descendants(proc.pid)
-    for pid in [proc.pid] + victims:
+    """SIGKILL every process of the run, then reap the leader. torchrun
+    starts each rank in a session of its own, so every descendant is
+    collected first (a killed parent's children are re-parented) and
+    killed one by one."""
+    for pid in [proc.pid] + descendants(proc.pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    try:
+    try:  # and whatever the session started meanwhile
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -224,8 +195,8 @@ def rank_results(stdout: str) -> Dict[int, tuple]:
 def check_global_bake_run(result: subprocess.CompletedProcess, nproc: int,
                           loop: str, length: int) -> None:
     """A finished run of :func:`write_config`'s config on ``nproc`` ranks:
-    every rank ran the whole schedule (``length`` epochs or iterations)
-    with a finite BAKE loss, finished, and reports the same top-1."""
+    every rank ran the whole schedule with a finite BAKE loss, finished,
+    and reports the same top-1."""
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     for rank in range(nproc):
@@ -244,7 +215,7 @@ def check_global_bake_run(result: subprocess.CompletedProcess, nproc: int,
     assert (unit, step, world) == (loop, length, nproc)
     # Validation is over exactly the 100 images: the padding that makes the
     # shards equal is dropped, so top-1 is a whole percentage.
-    assert NUM_VAL == 100 and top1 == round(top1)
+    assert top1 == round(top1)
 
 
 def load_checkpoint(path: str) -> dict:
