@@ -1,11 +1,7 @@
-"""Fixtures shared by the suite: real Fashion-MNIST data roots and two
-runners for the command-line tools (a subprocess, or in this process).
-
-The data comes from the Debian package ``dataset-fashion-mnist`` through
-``tools/dataset_converters/prepare_fashion_mnist.py`` (or an existing
-``data/fashion_mnist``); tests that need it are skipped, with the reason,
-where neither is present.
-"""
+"""Fixtures shared by the suite: real Fashion-MNIST data roots (from the
+Debian package ``dataset-fashion-mnist`` or ``data/fashion_mnist``; tests
+that need them are skipped, saying why, without either) and two runners for
+the command-line tools (a subprocess, or in this process)."""
 import contextlib
 import fcntl
 import os
@@ -18,7 +14,7 @@ import traceback
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
@@ -41,11 +37,10 @@ SMALL_TRAIN_IMAGES, SMALL_TEST_IMAGES = 320, 200
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
-    """For pytest-xdist's ``--dist loadgroup`` (pytest.ini): each file's
-    tests run on one worker, so that its module fixtures are built once;
-    the multi-process tests (mark ``dist``) run one after another on one
-    worker, and first: two gloo worlds at once on two cores make each
-    other's ranks wait, which doubles their time."""
+    """For pytest-xdist's ``--dist loadgroup`` (pytest.ini): a file's tests
+    on one worker (its module fixtures built once); the multi-process tests
+    (mark ``dist``) one after another on one worker, first: two gloo worlds
+    at once on two cores make each other's ranks wait."""
     items.sort(key=lambda item: item.get_closest_marker('dist') is None)
     for item in items:
         group = 'dist' if item.get_closest_marker('dist') else \
@@ -55,8 +50,7 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
 
 @contextlib.contextmanager
 def shared_by_workers(tmp_path_factory, name: str) -> Iterator[Path]:
-    """``name`` in the folder the pytest-xdist workers of this run share,
-    under a lock: what one worker builds there, the others reuse."""
+    """``name`` in the folder this run's xdist workers share, locked."""
     folder = tmp_path_factory.getbasetemp()
     if 'PYTEST_XDIST_WORKER' in os.environ:
         folder = folder.parent
@@ -67,9 +61,7 @@ def shared_by_workers(tmp_path_factory, name: str) -> Iterator[Path]:
 
 @pytest.fixture(scope='session')
 def fashion_mnist_root(tmp_path_factory) -> str:
-    """The full Fashion-MNIST data root (60,000 train / 10,000 test): the
-    repository's ``data/fashion_mnist`` if complete, else one built from
-    the Debian package's files."""
+    """The full Fashion-MNIST data root (60,000 train / 10,000 test)."""
     tool = load_script(PREPARE_TOOL)
     repo_data = osp.join(REPO_ROOT, 'data', 'fashion_mnist')
     if not tool.find_problems(repo_data):
@@ -132,6 +124,19 @@ def probe_environment() -> Dict[str, str]:
             p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
 
 
+def run_probe(*args: str) -> subprocess.CompletedProcess:
+    """``python -m tests.identity_snapshot ARGS``, which must succeed."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'tests.identity_snapshot', *args],
+        cwd=REPO_ROOT,
+        env=probe_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.fixture(scope='session')
 def mmbake_modules(tmp_path_factory) -> str:
     """The modules of torch, mmengine, mmpretrain and mmcv that ``import
@@ -140,36 +145,28 @@ def mmbake_modules(tmp_path_factory) -> str:
     from tests.identity_snapshot import report
     with shared_by_workers(tmp_path_factory, 'mmbake_modules.txt') as path:
         if not path.exists():
-            result = subprocess.run(
-                [sys.executable, '-m', 'tests.identity_snapshot'],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=300)
-            assert result.returncode == 0, result.stderr[-3000:]
-            path.write_text(','.join(report(result.stdout)['watched_modules']))
+            path.write_text(','.join(
+                report(run_probe().stdout)['watched_modules']))
         return path.read_text()
 
 
 @pytest.fixture
 def tool_env() -> Dict[str, str]:
-    """Environment for tool subprocesses: the repository importable,
-    ``PYTHON`` (the launchers' interpreter) this one, ``PORT`` free."""
+    """:func:`probe_environment`, ``PYTHON`` (for the launchers) this
+    interpreter and a free ``PORT``."""
     return dict(
         probe_environment(), PYTHON=sys.executable, PORT=str(free_port()))
 
 
-@pytest.fixture
-def run_tool(tool_env) -> Callable[..., subprocess.CompletedProcess]:
-    """``run(cmd, timeout=300, cwd=None, env=None)``: the command as a
-    subprocess, its ``CompletedProcess`` with text output; one still
-    running after ``timeout`` seconds fails the test."""
+Run = Callable[..., subprocess.CompletedProcess]
 
-    def run(cmd: Sequence[str],
-            timeout: float = 300,
-            cwd: Optional[str] = None,
-            env: Optional[Dict[str,
-                               str]] = None) -> subprocess.CompletedProcess:
+
+@pytest.fixture
+def run_tool(tool_env) -> Run:
+    """``run(cmd, timeout=300, cwd=None, env=None)``: the command's
+    ``CompletedProcess`` (text); past ``timeout`` seconds the test fails."""
+
+    def run(cmd, timeout=300, cwd=None, env=None):
         # A session of its own, so that a timeout also ends the workers
         # that torchrun started, not only torchrun.
         proc = subprocess.Popen(
@@ -203,25 +200,16 @@ RUNNER_TOOLS = ('train.py', 'test.py', 'visualize_soft_targets.py',
 
 
 @pytest.fixture
-def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
-    """:func:`run_tool` for ``[sys.executable, SCRIPT, *ARGS]``, run in this
-    process as the interpreter would run it (``SCRIPT`` as ``__main__``,
-    ``sys.argv``, the script's folder first on ``sys.path``), which saves a
-    new interpreter's start-up (about 4 s).
+def call_tool(run_tool, capfd) -> Run:
+    """:func:`run_tool` for ``[sys.executable, SCRIPT, *ARGS]``, in this
+    process as the interpreter would run it (``__main__``, ``sys.argv``,
+    its folder first on ``sys.path``), without a start-up (about 4 s): a
+    ``SystemExit`` gives the return code, another exception its traceback
+    on stderr and 1, warnings are appended to stderr; ``timeout`` applies
+    to subprocesses only: where CUDA is visible (an environment can hide
+    the GPU)."""
 
-    ``SystemExit`` gives the return code; any other exception prints its
-    traceback to stderr and gives 1; warnings are appended to stderr, as an
-    interpreter would print them; ``timeout`` applies to subprocesses only.
-    Where CUDA is visible, the command runs as a subprocess, whose
-    environment can hide the GPU.
-    """
-
-    def call(
-            cmd: Sequence[str],
-            timeout: float = 300,
-            cwd: Optional[str] = None,
-            env: Optional[Dict[str,
-                               str]] = None) -> subprocess.CompletedProcess:
+    def call(cmd, timeout=300, cwd=None, env=None):
         if cmd[0] != sys.executable or env is not None or cwd is not None:
             raise ValueError('call_tool runs [sys.executable, SCRIPT, ...] '
                              'in this process, without env or cwd; use '

@@ -1,10 +1,6 @@
-"""Helpers for the reliability tests: tiny configs, runs that get killed.
-
-The tests run the real command lines (``tools/train.py``,
-``tools/dist_train.sh``) on the shared small Fashion-MNIST root; runs that
-the test kills are started here, in a session of their own, and killed
-with every descendant (:func:`kill_group`).
-"""
+"""Helpers for the reliability tests: tiny configs, runs that get killed
+(started in a session of their own, killed with every descendant)."""
+import contextlib
 import math
 import os
 import os.path as osp
@@ -13,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -44,54 +41,39 @@ def write_config(path: str,
                  seed: Optional[int] = 0,
                  deterministic: bool = False,
                  num_workers: int = 0) -> str:
-    """Write a tiny BAKE config (global ensembling, class-aware batches).
-
-    It shrinks ``configs/bake/resnet18_1xb64_fashion-mnist.py``: 203
-    training and 100 validation images of ``data_root``, batch 8, a log
-    line per iteration, a checkpoint per epoch (``loop='epoch'``,
-    ``DefaultSampler``) or every 10 iterations (``'iter'``,
-    ``InfiniteSampler``) of which one is kept, validation at the end of the
-    ``length`` epochs or iterations, and the pause hook of
-    ``pause_hook.py`` (inactive unless ``MMBAKE_TEST_PAUSE`` is set).
-    ``num_workers`` train dataloader workers are never persistent.
-
-    Returns:
-        str: ``path``.
-    """
+    """Write at ``path`` (returned) the BAKE Fashion-MNIST config (global
+    ensembling) shrunk to ``length`` epochs or iterations over 203 images of
+    ``data_root``, batch 8, one checkpoint kept, with the pause hook."""
     sampler = dict(epoch='DefaultSampler', iter='InfiniteSampler')[loop]
-    lines = [
-        f'_base_ = [{BAKE_CONFIG!r}]',
-        'model = dict(head=dict(type="BAKEHead", global_ensemble=True))',
-        f'train_dataloader = dict(batch_size={BATCH_SIZE}, '
-        f'num_workers={num_workers}, persistent_workers=False, '
-        f'sampler=dict(type={sampler!r}, shuffle=True), '
-        f'dataset=dict(data_root={data_root!r}, indices={NUM_TRAIN}))',
-        f'val_dataloader = dict(num_workers=0, persistent_workers=False, '
-        f'dataset=dict(data_root={data_root!r}, indices={NUM_VAL}))',
-        'test_dataloader = val_dataloader',
-        f'randomness = dict(seed={seed!r}, deterministic={deterministic})',
-        'custom_imports = dict(imports=["mmbake", '
-        '"tests.test_reliability.pause_hook"], allow_failed_imports=False)',
-        'custom_hooks = [dict(type="ReliabilityPauseHook")]',
-    ]
+    loader = 'num_workers={}, persistent_workers=False, dataset=dict(' \
+        f'data_root={data_root!r}, indices={{}})'
+    text = f"""_base_ = [{BAKE_CONFIG!r}]
+model = dict(head=dict(type='BAKEHead', global_ensemble=True))
+train_dataloader = dict(batch_size={BATCH_SIZE}, sampler=dict(
+    type={sampler!r}, shuffle=True), {loader.format(num_workers, NUM_TRAIN)})
+val_dataloader = dict({loader.format(0, NUM_VAL)})
+test_dataloader = val_dataloader
+randomness = dict(seed={seed!r}, deterministic={deterministic})
+custom_imports = dict(imports=['mmbake', 'tests.test_reliability.pause_hook'])
+custom_hooks = [dict(type='ReliabilityPauseHook')]
+log_processor = dict(by_epoch={loop == 'epoch'})
+"""
     if loop == 'epoch':
-        lines += [
-            f'train_cfg = dict(max_epochs={length}, val_interval={length})',
-            'default_hooks = dict(logger=dict(interval=1), '
-            'checkpoint=dict(interval=1, max_keep_ckpts=1))',
-        ]
+        text += f"""train_cfg = dict(max_epochs={length},
+    val_interval={length})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(
+    interval=1, max_keep_ckpts=1))
+"""
     else:
-        lines += [
-            f'train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", '
-            f'max_iters={length}, val_interval={length})',
-            'param_scheduler = [dict(type="LinearLR", start_factor=0.1, '
-            'by_epoch=False, begin=0, end=5)]',
-            'default_hooks = dict(logger=dict(interval=1), '
-            'checkpoint=dict(by_epoch=False, interval=10, max_keep_ckpts=1))',
-            'log_processor = dict(by_epoch=False)',
-        ]
+        text += f"""train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
+    max_iters={length}, val_interval={length})
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+    begin=0, end=5)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(
+    by_epoch=False, interval=10, max_keep_ckpts=1))
+"""
     with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+        f.write(text)
     return path
 
 
@@ -106,6 +88,12 @@ def train_command(config: str, work_dir: str, nproc: int, *extra:
 def fresh_port(env: Dict[str, str]) -> Dict[str, str]:
     """A copy of ``env`` with a new free rendezvous port for torchrun."""
     return dict(env, PORT=str(free_port()))
+
+
+def run_ranks(run_tool, env: Dict[str, str], *cmd: str):
+    """``run_tool(cmd)`` with a fresh port and :data:`RUN_TIMEOUT_S` (a hang,
+    e.g. a rank short of a batch in an all_gather, kills every process)."""
+    return run_tool(list(cmd), timeout=RUN_TIMEOUT_S, env=fresh_port(env))
 
 
 def start(cmd: Sequence[str], env: Dict[str, str],
@@ -124,18 +112,14 @@ def start(cmd: Sequence[str], env: Dict[str, str],
 
 def read(path: str) -> str:
     """The text of a file, or '' while it does not exist."""
-    if not osp.isfile(path):
-        return ''
-    with open(path, errors='replace') as f:
-        return f.read()
+    return Path(path).read_text(errors='replace') if osp.isfile(path) else ''
 
 
 def wait_for(condition: Callable[[], bool],
              proc: subprocess.Popen,
              log_path: str,
              timeout: float = RUN_TIMEOUT_S) -> None:
-    """Poll ``condition`` until it holds; fail (killing the run) if the run
-    ends first or ``timeout`` passes."""
+    """Poll ``condition``; fail, killing the run, if it ends or stalls."""
     deadline = time.monotonic() + timeout
     while not condition():
         ended = proc.poll() is not None
@@ -168,19 +152,14 @@ def descendants(pid: int) -> List[int]:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of the run, then reap the leader. torchrun
-    starts each rank in a session of its own, so every descendant is
-    collected first (a killed parent's children are re-parented) and
-    killed one by one."""
+    """SIGKILL every process of the run (torchrun starts each rank in a
+    session of its own: every descendant, found before a killed parent's
+    children are re-parented), then reap the leader."""
     for pid in [proc.pid] + descendants(proc.pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:  # and whatever the session started meanwhile
+    with contextlib.suppress(ProcessLookupError):  # started meanwhile
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=60)
 
 
@@ -194,9 +173,8 @@ def rank_results(stdout: str) -> Dict[int, tuple]:
 
 def check_global_bake_run(result: subprocess.CompletedProcess, nproc: int,
                           loop: str, length: int) -> None:
-    """A finished run of :func:`write_config`'s config on ``nproc`` ranks:
-    every rank ran the whole schedule with a finite BAKE loss, finished,
-    and reports the same top-1."""
+    """Every rank of a finished run of :func:`write_config`'s config ran
+    the whole schedule with a finite BAKE loss and reports the same top-1."""
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     for rank in range(nproc):
@@ -226,9 +204,6 @@ def load_checkpoint(path: str) -> dict:
 
 def assert_same_weights(path_a: str, path_b: str) -> None:
     """The two checkpoints hold the same model (within float tolerance)."""
-    state_a = load_checkpoint(path_a)['state_dict']
-    state_b = load_checkpoint(path_b)['state_dict']
-    assert state_a.keys() == state_b.keys()
-    for key in state_a:
-        torch.testing.assert_close(
-            state_a[key], state_b[key], msg=lambda m, key=key: f'{key}: {m}')
+    torch.testing.assert_close(
+        load_checkpoint(path_a)['state_dict'],
+        load_checkpoint(path_b)['state_dict'])

@@ -1,23 +1,19 @@
-"""tools/train.py and tools/test.py on real Fashion-MNIST images.
-
-One training of a plain mmpretrain config (stock bases, so mmengine's own
-``CheckpointHook``; BAKE's head and sampler swapped in) runs two epochs in
-a fresh interpreter under the identity snapshot; the tests resume, test,
-publish and calibrate its checkpoints through the tools' ``main()`` in this
-process (``call_tool``). Bad command lines are checked alongside.
-"""
+"""tools/train.py and tools/test.py on real Fashion-MNIST images: one
+training of a plain mmpretrain config (mmengine's own CheckpointHook) in a
+fresh interpreter, whose checkpoints the tests resume, test, publish and
+calibrate through the tools in this process; bad command lines."""
 import glob
 import json
 import os.path as osp
 import pickle
 import re
-import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, probe_environment, tiny_options
+from tests.conftest import REPO_ROOT, run_probe, tiny_options
 from tests.identity_snapshot import report
 from tests.test_reliability.tool_runs import (assert_same_weights,
                                               load_checkpoint)
@@ -28,9 +24,8 @@ BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 RELEASED = osp.join(REPO_ROOT, 'checkpoints',
                     'bake_resnet18_1xb64_fashion-mnist_20261204-44c299b6.pth')
-# A plain mmpretrain config: stock bases (mmpretrain's runtime: seed None,
-# mmengine's CheckpointHook, every checkpoint kept), the Fashion-MNIST data
-# (one channel), mmbake loaded and BAKE's two pieces swapped in.
+# mmpretrain's bases (its runtime: seed None, mmengine's CheckpointHook, all
+# checkpoints kept), Fashion-MNIST (one channel), BAKE's two pieces.
 STOCK_CONFIG = """_base_ = [
     'mmpretrain::_base_/models/resnet18_cifar.py',
     'mmpretrain::_base_/schedules/cifar10_bs128.py',
@@ -52,47 +47,60 @@ def final_top1(stdout: str, epoch: int = 2) -> float:
 
 @pytest.fixture(scope='module')
 def stock(tmp_path_factory, fashion_mnist_small_root, mmbake_modules) -> dict:
-    """The two-epoch run (64 training images, 4 steps an epoch) in a fresh
-    interpreter, under the identity snapshot (``tests/identity_snapshot
-    .py``). Reproducible on resume: ``deterministic=True`` on the CPU, and
-    one dataloader worker, not persistent, so that every epoch starts a
-    worker that mmengine's ``worker_init_fn`` seeds from (seed, rank,
-    worker id): the random transforms draw from numpy's global RNG in the
-    loading process, which with ``num_workers=0`` is the main process,
-    whose RNG state after a resume differs from the uninterrupted run's."""
+    """The two-epoch run (64 training images, 4 steps an epoch) under the
+    identity snapshot. Reproducible on resume: ``deterministic=True``; one
+    worker, not persistent, so that each epoch starts one that mmengine's
+    ``worker_init_fn`` seeds from (seed, rank, worker id): the random
+    transforms draw from numpy's global RNG of the loading process, whose
+    state after a resume, in the main process, would differ."""
     tmp = tmp_path_factory.mktemp('stock')
     config = tmp / 'stock_bake.py'
     config.write_text(
         STOCK_CONFIG.format(
             data=osp.join(REPO_ROOT, 'configs', '_base_', 'datasets',
                           'fashion_mnist.py')))
+    # 64 images: one of the first image's class (a class with a single
+    # image), 7 of every other class.
+    labels = np.fromfile(
+        osp.join(fashion_mnist_small_root, 'train-labels-idx1-ubyte'),
+        np.uint8)[8:]
+    indices = [0] + [
+        int(i) for c in range(10) if c != labels[0]
+        for i in np.flatnonzero(labels == c)[:7]
+    ]
     options = tiny_options(fashion_mnist_small_root) + [
-        'train_dataloader.dataset.indices=64', 'train_cfg.max_epochs=2',
+        f'train_dataloader.dataset.indices={indices}'.replace(
+            ' ', ''), 'train_cfg.max_epochs=2',
         'train_dataloader.num_workers=1', 'randomness.deterministic=True'
     ]
     work_dir = str(tmp / 'work')
-    result = subprocess.run([
-        sys.executable, '-m', 'tests.identity_snapshot', '--preload',
-        mmbake_modules, '--', TRAIN,
-        str(config), '--work-dir', work_dir, '--cfg-options', *options
-    ],
-                            cwd=REPO_ROOT,
-                            env=probe_environment(),
-                            capture_output=True,
-                            text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_probe('--preload', mmbake_modules, '--', TRAIN, str(config),
+                       '--work-dir', work_dir, '--cfg-options', *options)
     return dict(
+        single=int(labels[0]),
         config=str(config),
-        options=options,
-        work_dir=work_dir,
         result=result,
-        checkpoint=osp.join(work_dir, 'epoch_{}.pth'))
+        options=options,
+        checkpoint=work_dir + '/epoch_{}.pth')
+
+
+def on_stock(call_tool, stock, script, *args):
+    """``script`` (``TRAIN``, ``TEST``) on the stock config, in this
+    process."""
+    return call_tool([
+        sys.executable, script, stock['config'], *args, '--cfg-options',
+        *stock['options']
+    ])
 
 
 def test_stock_config_trains_with_bake_and_replaces_nothing(stock):
     out = stock['result'].stdout + stock['result'].stderr
     assert 'loss_ce:' in out and 'loss_bake:' in out
+    assert 'Epoch(train) [2][4/4]' in out
+    # Documented: a single image's anchor is repeated as its own mate.
+    assert ('ClassAwareBatchSampler: 1 class(es) have a single image, whose '
+            'anchor is repeated as its own mate: '
+            f"[{stock['single']}]") in out
     assert 0 <= final_top1(stock['result'].stdout) <= 100
     found = report(stock['result'].stdout)
     assert found['replaced'] == [] and found['added'] == []
@@ -100,15 +108,12 @@ def test_stock_config_trains_with_bake_and_replaces_nothing(stock):
 
 
 def test_resume_reaches_the_same_weights(stock, call_tool, tmp_path):
-    """From epoch 1 of mmengine's CheckpointHook (HistoryBuffers, numpy
-    values: read inside checkpoint_globals(), said in the log) to the
-    uninterrupted run's epoch-2 weights, with the checkpoint's seed."""
+    """From epoch 1 of mmengine's CheckpointHook (loaded, as the log says,
+    inside checkpoint_globals()) to the epoch-2 weights, with its seed."""
     allowlist = torch.serialization.get_safe_globals()
     first = stock['checkpoint'].format(1)
-    resumed = call_tool([
-        sys.executable, TRAIN, stock['config'], '--work-dir',
-        str(tmp_path), '--resume', first, '--cfg-options', *stock['options']
-    ])
+    resumed = on_stock(call_tool, stock, TRAIN, '--work-dir', str(tmp_path),
+                       '--resume', first)
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-3000:]
     assert 'resumed epoch: 1' in out and 'Epoch(train) [1]' not in out
@@ -125,33 +130,29 @@ def test_resume_reaches_the_same_weights(stock, call_tool, tmp_path):
 
 def test_an_error_inside_the_load_scope_keeps_its_traceback(
         stock, call_tool, tmp_path):
-    """A Pretrained ``init_cfg`` that is not there fails while the scope is
-    open (``_init_model_weights``, between ``before_run`` and the load): no
-    check anticipates it, so the traceback stays; the allowlist is restored.
-    """
+    """A missing Pretrained ``init_cfg`` fails while the scope is open
+    (``_init_model_weights``, before the load); no check anticipates it."""
     allowlist = torch.serialization.get_safe_globals()
-    result = call_tool([
-        sys.executable, TRAIN, stock['config'], '--work-dir',
-        str(tmp_path), '--resume', stock['checkpoint'].format(1),
-        '--cfg-options', *stock['options'],
-        'model.backbone.init_cfg.type=Pretrained',
-        f'model.backbone.init_cfg.checkpoint={tmp_path / "none.pth"}'
-    ])
+    missing = tmp_path / 'none.pth'
+    init = [
+        '--cfg-options', 'model.backbone.init_cfg.type=Pretrained',
+        f'model.backbone.init_cfg.checkpoint={missing}'
+    ]
+    result = on_stock(call_tool, stock, TRAIN, '--work-dir', str(tmp_path),
+                      '--resume', stock['checkpoint'].format(1), *init)
     assert result.returncode == 1
     assert 'loaded inside checkpoint_globals()' in result.stdout
     assert 'Traceback (most recent call last)' in result.stderr
-    assert f'FileNotFoundError: {tmp_path / "none.pth"}' in result.stderr
+    assert f'FileNotFoundError: {missing}' in result.stderr
     assert torch.serialization.get_safe_globals() == allowlist
 
 
 def test_test_tool_on_the_test_images(stock, call_tool, tmp_path):
     checkpoint = stock['checkpoint'].format(2)
     preds, show_dir = str(tmp_path / 'preds.pkl'), tmp_path / 'vis'
-    tested = call_tool([
-        sys.executable, TEST, stock['config'], checkpoint, '--work-dir',
-        str(tmp_path), '--out', preds, '--show-dir',
-        str(show_dir), '--interval', '50', '--cfg-options', *stock['options']
-    ])
+    tested = on_stock(call_tool, stock, TEST, checkpoint, '--work-dir',
+                      str(tmp_path), '--out', preds, '--show-dir',
+                      str(show_dir), '--interval', '50')
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert 'loaded inside checkpoint_globals()' in tested.stdout
     top1 = float(
@@ -168,11 +169,8 @@ def test_test_tool_on_the_test_images(stock, call_tool, tmp_path):
     assert len(list(show_dir.glob('*.png'))) == 4
 
     metrics = str(tmp_path / 'metrics.json')
-    tested = call_tool([
-        sys.executable, TEST, stock['config'], checkpoint, '--work-dir',
-        str(tmp_path), '--out', metrics, '--out-item', 'metrics',
-        '--cfg-options', *stock['options']
-    ])
+    tested = on_stock(call_tool, stock, TEST, checkpoint, '--work-dir',
+                      str(tmp_path), '--out', metrics, '--out-item', 'metrics')
     assert tested.returncode == 0, tested.stderr[-3000:]
     with open(metrics) as f:
         assert json.load(f)['accuracy/top1'] == pytest.approx(top1, abs=5e-3)
@@ -181,9 +179,8 @@ def test_test_tool_on_the_test_images(stock, call_tool, tmp_path):
 @pytest.mark.parametrize('kind', ['released', 'published', 'calibrated'])
 def test_resume_refuses_what_is_not_a_training_checkpoint(
         kind, stock, call_tool, tmp_path):
-    """The zoo's file, and what publish_model.py and calibrate.py write,
-    keep ``meta`` ``epoch`` and ``iter`` but no ``message_hub``: one line
-    that names ``load_from``, before anything is built."""
+    """The zoo's file and what publish_model.py and calibrate.py write
+    keep meta ``epoch`` and ``iter``, not ``message_hub``: one line."""
     path, trained = RELEASED, stock['checkpoint'].format(2)
     if kind == 'published':
         made = call_tool([
@@ -203,10 +200,8 @@ def test_resume_refuses_what_is_not_a_training_checkpoint(
     meta = torch.load(path, weights_only=True)['meta']
     assert {'epoch', 'iter'} <= set(meta)
     work_dir = tmp_path / 'work'
-    result = call_tool([
-        sys.executable, TRAIN, stock['config'], '--work-dir',
-        str(work_dir), '--resume', path, '--cfg-options', *stock['options']
-    ])
+    result = on_stock(call_tool, stock, TRAIN, '--work-dir', str(work_dir),
+                      '--resume', path)
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert (f'error: --resume: {path} is not a training checkpoint of '
             "mmengine's runner") in result.stderr
@@ -238,14 +233,10 @@ def odd_config(tmp_path_factory) -> str:
     (TEST, ['<odd>', RELEASED, '--show-dir', 'x'], 'needs default_hooks.'),
 ])
 def test_bad_command_line_is_a_clear_error(tool, args, message, call_tool,
-                                           odd_config):
+                                           run_tool, odd_config):
     args = [odd_config if a == '<odd>' else a for a in args]
-    result = call_tool([sys.executable, tool, *args])
+    # The first case in a real process: the exit status a shell sees.
+    run = run_tool if args == ['nope.py'] else call_tool
+    result = run([sys.executable, tool, *args])
     assert result.returncode == 2, result.stderr[-3000:]
     assert message in result.stderr and 'Traceback' not in result.stderr
-
-
-def test_bad_command_line_exit_status_in_a_shell(run_tool):
-    result = run_tool([sys.executable, TRAIN, 'nope.py'], timeout=120)
-    assert result.returncode == 2
-    assert 'error: config file not found: nope.py' in result.stderr
