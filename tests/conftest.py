@@ -30,8 +30,8 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 torch.set_num_threads(1)
 PREPARE_TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                         'prepare_fashion_mnist.py')
-# The small data root: enough for a few real training steps and a
-# meaningful (if noisy) accuracy, small enough to load in milliseconds.
+# The small data root: a few real training steps and a meaningful (if
+# noisy) accuracy, loaded in milliseconds.
 SMALL_TRAIN_IMAGES, SMALL_TEST_IMAGES = 320, 200
 
 
@@ -68,10 +68,8 @@ def fashion_mnist_root(tmp_path_factory) -> str:
         return repo_data
     if not tool.debian_files_present():
         pytest.skip(
-            f'Fashion-MNIST is not available: neither {repo_data} nor the '
-            f'Debian package files in {tool.DEBIAN_DIR} exist (apt-get '
-            'install dataset-fashion-mnist, or run '
-            'tools/dataset_converters/prepare_fashion_mnist.py)')
+            f'Fashion-MNIST is not in {repo_data} nor {tool.DEBIAN_DIR}'
+            ' (apt-get install dataset-fashion-mnist)')
     with shared_by_workers(tmp_path_factory, 'fashion_mnist') as out_dir:
         if tool.find_problems(str(out_dir)):
             tool.prepare_fashion_mnist(str(out_dir), source='debian')

@@ -11,6 +11,7 @@ torch's weights-only allowlist changed; with ``--then``, the same for
 importing ``MODULE`` afterwards (under ``then``).
 """
 import argparse
+import contextlib
 import importlib
 import json
 import os.path as osp
@@ -21,11 +22,12 @@ from typing import Dict, Tuple
 
 Key = Tuple[str, ...]
 
+LIBRARIES = ('torch', 'mmengine', 'mmpretrain', 'mmcv', 'builtins')
+
 
 def watched(name: str) -> bool:
     """Whether module ``name`` is one of the libraries' watched."""
-    return name.split(
-        '.')[0] in 'torch mmengine mmpretrain mmcv builtins'.split()
+    return name.split('.')[0] in LIBRARIES
 
 
 def snapshot() -> Dict[Key, object]:
@@ -92,10 +94,8 @@ def main() -> None:
     parser.add_argument('argv', nargs='*', help='-- SCRIPT ARGS...')
     args = parser.parse_args()
     for name in filter(None, args.preload.split(',')):
-        try:
+        with contextlib.suppress(Exception):  # optional parts of libraries
             importlib.import_module(name)
-        except Exception:  # noqa: B902 - optional parts of the libraries
-            pass
     import torch
     from mmengine.runner import CheckpointLoader
     allowlist = torch.serialization.get_safe_globals()

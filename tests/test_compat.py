@@ -10,22 +10,21 @@ from tests.identity_snapshot import report
 
 def test_import_mmbake_replaces_nothing_and_the_opt_in_two_functions(
         mmbake_modules):
-    result = run_probe('--preload', mmbake_modules, '--then', 'mmbake.compat')
-    found = report(result.stdout)
-    assert found['replaced'] == [] and found['added'] == []
-    assert not found['allowlist_changed']
+    found = report(
+        run_probe('--preload', mmbake_modules, '--then',
+                  'mmbake.compat').stdout)
+    assert (found['replaced'], found['added'],
+            found['allowlist_changed']) == ([], [], False)
     # Registered through mmengine's public CheckpointLoader.register_scheme:
     # the prefix of the weights that ship with the model zoo.
     assert found['schemes_added'] == ['mmbake://']
     # Then the opt-in, as a config's custom_imports would load it.
+    replaced = [
+        'mmengine.dist.utils._init_dist_pytorch', 'mmengine.model.'
+        'wrappers.distributed.MMDistributedDataParallel.__init__'
+    ]
     assert found['then'] == dict(
-        replaced=[
-            'mmengine.dist.utils._init_dist_pytorch',
-            'mmengine.model.wrappers.distributed.MMDistributedDataParallel.'
-            '__init__'
-        ],
-        added=[],
-        allowlist_changed=False)
+        replaced=replaced, added=[], allowlist_changed=False)
 
 
 def test_cpu_model_wrapper_cfg():

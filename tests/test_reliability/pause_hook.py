@@ -9,9 +9,7 @@ from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
 PAUSE_ENV, MARKER = 'MMBAKE_TEST_PAUSE', 'PAUSED'
-# Long enough for any test to kill the run; short enough that a forgotten
-# process ends by itself.
-PAUSE_S = 600
+PAUSE_S = 600  # a forgotten process ends by itself
 
 
 def park() -> None:

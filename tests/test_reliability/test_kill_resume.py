@@ -1,13 +1,10 @@
-"""CPU ranks through ``tools/dist_train.sh`` and ``dist_test.sh`` (gloo):
-kill -9 in the middle of an epoch, then ``--resume``: same final weights;
-then ``dist_test.sh`` on the uninterrupted run's checkpoint; and three
-ranks, iteration-based.
+"""CPU ranks over gloo through ``tools/dist_train.sh`` and ``dist_test.sh``.
 
-Two processes (``tools/dist_train.sh``, gloo; one process killed while it
-saves: ``test_atomic_checkpoints.py``): a BAKE run is parked at iteration 3
-of epoch 2 (``pause_hook.py``, so that the moment is deterministic) and
-every process of its session gets SIGKILL. ``--resume`` alone continues
-from ``epoch_1.pth`` to the weights of a run never interrupted.
+Two ranks (one process killed while it saves: test_atomic_checkpoints.py):
+a BAKE run parked at iteration 3 of epoch 2 (pause_hook.py) gets SIGKILL in
+every process; ``--resume`` alone continues from ``epoch_1.pth`` to the
+weights of a run never interrupted, which dist_test.sh then tests. Three
+ranks: an iteration-based run.
 
 Reproducibility as in test_train_test.py's ``stock`` run (one worker, not
 persistent; ``deterministic=True``), with ``randomness.seed=None``: the
@@ -35,13 +32,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path,
                                                 fashion_mnist_small_root,
                                                 run_tool, tool_env):
     # Two ranks: the kill reaches torchrun, every rank and every worker.
-    config = write_config(
-        str(tmp_path / 'bake_tiny.py'),
-        fashion_mnist_small_root,
-        length=EPOCHS,
-        seed=None,
-        deterministic=True,
-        num_workers=1)
+    # seed None: drawn by the killed run, reused on resume.
+    spec = dict(length=EPOCHS, seed=None, deterministic=True, num_workers=1)
+    config = write_config(f'{tmp_path}/c.py', fashion_mnist_small_root, **spec)
     killed, log = str(tmp_path / 'killed'), str(tmp_path / 'killed.log')
     last = f'epoch_{EPOCHS}.pth'
 

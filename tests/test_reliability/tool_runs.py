@@ -7,7 +7,6 @@ import os.path as osp
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -79,9 +78,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(
 
 def train_command(config: str, work_dir: str, nproc: int, *extra:
                   str) -> List[str]:
-    """``tools/train.py`` (one process) or ``tools/dist_train.sh``."""
-    if nproc == 1:
-        return [sys.executable, TRAIN, config, '--work-dir', work_dir, *extra]
+    """``tools/dist_train.sh`` on ``nproc`` processes."""
     return [DIST_TRAIN, config, str(nproc), '--work-dir', work_dir, *extra]
 
 

@@ -15,13 +15,11 @@ import torch
 
 from tests.conftest import REPO_ROOT, run_probe, tiny_options
 from tests.identity_snapshot import report
-from tests.test_reliability.tool_runs import (assert_same_weights,
+from tests.test_reliability.tool_runs import (BAKE_CONFIG, TEST, TRAIN,
+                                              assert_same_weights,
                                               load_checkpoint)
 
 TOOLS = osp.join(REPO_ROOT, 'tools')
-TRAIN, TEST = osp.join(TOOLS, 'train.py'), osp.join(TOOLS, 'test.py')
-BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
-                       'resnet18_1xb64_fashion-mnist.py')
 RELEASED = osp.join(REPO_ROOT, 'checkpoints',
                     'bake_resnet18_1xb64_fashion-mnist_20261204-44c299b6.pth')
 # mmpretrain's bases (its runtime: seed None, mmengine's CheckpointHook, all
@@ -103,8 +101,8 @@ def test_stock_config_trains_with_bake_and_replaces_nothing(stock):
             f"[{stock['single']}]") in out
     assert 0 <= final_top1(stock['result'].stdout) <= 100
     found = report(stock['result'].stdout)
-    assert found['replaced'] == [] and found['added'] == []
-    assert not found['allowlist_changed']
+    assert (found['replaced'], found['added'],
+            found['allowlist_changed']) == ([], [], False)
 
 
 def test_resume_reaches_the_same_weights(stock, call_tool, tmp_path):
@@ -181,22 +179,22 @@ def test_resume_refuses_what_is_not_a_training_checkpoint(
         kind, stock, call_tool, tmp_path):
     """The zoo's file and what publish_model.py and calibrate.py write
     keep meta ``epoch`` and ``iter``, not ``message_hub``: one line."""
-    path, trained = RELEASED, stock['checkpoint'].format(2)
-    if kind == 'published':
-        made = call_tool([
-            sys.executable,
-            osp.join(TOOLS, 'model_converters', 'publish_model.py'), trained,
+    trained = stock['checkpoint'].format(2)
+    made = dict(
+        published=[
+            f'{TOOLS}/model_converters/publish_model.py', trained,
             str(tmp_path / 'published.pth')
-        ])
-        (path, ) = glob.glob(str(tmp_path / 'published_*.pth'))
-    elif kind == 'calibrated':
-        path = str(tmp_path / 'calibrated.pth')
-        made = call_tool([
-            sys.executable,
-            osp.join(TOOLS, 'analysis_tools', 'calibrate.py'), stock['config'],
-            trained, '--out', path, '--cfg-options', *stock['options']
-        ])
-    assert kind == 'released' or made.returncode == 0, made.stderr[-3000:]
+        ],
+        calibrated=[
+            f'{TOOLS}/analysis_tools/calibrate.py', stock['config'], trained,
+            '--out',
+            str(tmp_path / 'calibrated_.pth'), '--cfg-options',
+            *stock['options']
+        ]).get(kind)
+    if made:
+        result = call_tool([sys.executable, *made])
+        assert result.returncode == 0, result.stderr[-3000:]
+    (path, ) = glob.glob(f'{tmp_path}/{kind}_*.pth') if made else [RELEASED]
     meta = torch.load(path, weights_only=True)['meta']
     assert {'epoch', 'iter'} <= set(meta)
     work_dir = tmp_path / 'work'
@@ -208,15 +206,6 @@ def test_resume_refuses_what_is_not_a_training_checkpoint(
     assert f'use --cfg-options load_from={path} without --resume' in \
         result.stderr
     assert not work_dir.exists()
-
-
-@pytest.fixture(scope='module')
-def odd_config(tmp_path_factory) -> str:
-    """The BAKE config without ``auto_scale_lr`` and visualization hook."""
-    path = tmp_path_factory.mktemp('odd') / 'odd.py'
-    path.write_text(f'_base_ = [{BAKE_CONFIG!r}]\nauto_scale_lr = None\n'
-                    'default_hooks = dict(visualization=None)\n')
-    return str(path)
 
 
 @pytest.mark.parametrize('tool,args,message', [
@@ -233,8 +222,12 @@ def odd_config(tmp_path_factory) -> str:
     (TEST, ['<odd>', RELEASED, '--show-dir', 'x'], 'needs default_hooks.'),
 ])
 def test_bad_command_line_is_a_clear_error(tool, args, message, call_tool,
-                                           run_tool, odd_config):
-    args = [odd_config if a == '<odd>' else a for a in args]
+                                           run_tool, tmp_path):
+    # <odd>: the BAKE config without auto_scale_lr and visualization hook.
+    odd = tmp_path / 'odd.py'
+    odd.write_text(f'_base_ = [{BAKE_CONFIG!r}]\nauto_scale_lr = None\n'
+                   'default_hooks = dict(visualization=None)\n')
+    args = [str(odd) if a == '<odd>' else a for a in args]
     # The first case in a real process: the exit status a shell sees.
     run = run_tool if args == ['nope.py'] else call_tool
     result = run([sys.executable, tool, *args])
