@@ -11,8 +11,6 @@ default_hooks = dict(
     # under mmpretrain's own tools/train.py (docs/compatibility.md).
     checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=1),
 )
-# Labels the head has no class for fail before training or testing starts.
-custom_hooks = [dict(type='CheckLabelsHook')]
 
 # Reproducible by default: the benchmark compares paired seeds.
 randomness = dict(seed=0, deterministic=False)

@@ -68,8 +68,7 @@ ERROR_CASES = {  # id: (tool, additions, fragments of the error line)
         READ[1].format('train_dataloader')]),
     'data-files-not-there': (T, ['train_dataloader' + ROOT], [
         'train_dataloader' + READ[0]]),
-    # Else "IndexError: Target 7 is out of bounds" in the first step
-    # (CheckLabelsHook, which the configs list).
+    # CheckLabelsHook; else "IndexError: Target 7 is out of bounds" later.
     'labels-beyond-num_classes': (T, ['model.head.num_classes=3'], [
         'train_dataloader' + LABELS[0], LABELS[1],
         'The dataset has 10 classes: set model.head.num_classes=10']),

