@@ -133,7 +133,7 @@ def test_config_sets_bake_and_builds(name, labels_only_dataset):
     # mmbake's hooks, said by the config (the tools change none).
     assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
     assert cfg.default_hooks.checkpoint.interval == 1
-    assert plain(cfg.custom_hooks) == [dict(type='CheckLabelsHook')]
+    assert dict(type='CheckLabelsHook') in plain(cfg.custom_hooks)
 
     plain_path, num_instances, epoch_mode, global_ensemble = EXPECTED[name]
     plain_head = plain(load(plain_path).model.head)
