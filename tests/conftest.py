@@ -1,12 +1,7 @@
-"""Fixtures shared by the whole test suite: real Fashion-MNIST data roots and
-two runners for the command-line tools (a subprocess, or ``main()`` in this
-process).
-
-The data comes from the Debian package ``dataset-fashion-mnist`` through
-``tools/dataset_converters/prepare_fashion_mnist.py`` (or from an existing
-``data/fashion_mnist``); tests that need it are skipped, with the reason,
-where neither is present.
-"""
+"""Fixtures shared by the suite: real Fashion-MNIST data roots (from the
+Debian package ``dataset-fashion-mnist`` or ``data/fashion_mnist``; tests
+that need them are skipped, saying why, without either) and two runners for
+the command-line tools (a subprocess, or in this process)."""
 import contextlib
 import fcntl
 import os
@@ -19,7 +14,7 @@ import traceback
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 import torch
@@ -35,19 +30,17 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 torch.set_num_threads(1)
 PREPARE_TOOL = osp.join(REPO_ROOT, 'tools', 'dataset_converters',
                         'prepare_fashion_mnist.py')
-# Sizes of the small data root: enough for a few real training steps and a
-# meaningful (if noisy) accuracy, small enough to load in milliseconds.
-SMALL_TRAIN_IMAGES = 320
-SMALL_TEST_IMAGES = 200
+# The small data root: a few real training steps and a meaningful (if
+# noisy) accuracy, loaded in milliseconds.
+SMALL_TRAIN_IMAGES, SMALL_TEST_IMAGES = 320, 200
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
-    """For pytest-xdist's ``--dist loadgroup`` (pytest.ini): each file's
-    tests run on one worker, so that its module fixtures are built once;
-    the multi-process tests (mark ``dist``) run one after another on one
-    worker, and first. Two gloo worlds at once on two cores make each
-    other's ranks wait, which doubles their time."""
+    """For pytest-xdist's ``--dist loadgroup`` (pytest.ini): a file's tests
+    on one worker (its module fixtures built once); the multi-process tests
+    (mark ``dist``) one after another on one worker, first: two gloo worlds
+    at once on two cores make each other's ranks wait."""
     items.sort(key=lambda item: item.get_closest_marker('dist') is None)
     for item in items:
         group = 'dist' if item.get_closest_marker('dist') else \
@@ -57,9 +50,7 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
 
 @contextlib.contextmanager
 def shared_by_workers(tmp_path_factory, name: str) -> Iterator[Path]:
-    """``name`` in the folder that the pytest-xdist workers of this run
-    share (the base temporary folder without xdist), held under a lock:
-    what one worker builds there, the others reuse."""
+    """``name`` in the folder this run's xdist workers share, locked."""
     folder = tmp_path_factory.getbasetemp()
     if 'PYTEST_XDIST_WORKER' in os.environ:
         folder = folder.parent
@@ -70,78 +61,78 @@ def shared_by_workers(tmp_path_factory, name: str) -> Iterator[Path]:
 
 @pytest.fixture(scope='session')
 def fashion_mnist_root(tmp_path_factory) -> str:
-    """The full Fashion-MNIST data root (60,000 train / 10,000 test).
-
-    Reuses the repository's ``data/fashion_mnist`` when complete, else
-    builds one from the Debian package's files with the preparation tool.
-    """
+    """The full Fashion-MNIST data root (60,000 train / 10,000 test)."""
     tool = load_script(PREPARE_TOOL)
     repo_data = osp.join(REPO_ROOT, 'data', 'fashion_mnist')
     if not tool.find_problems(repo_data):
         return repo_data
     if not tool.debian_files_present():
         pytest.skip(
-            f'Fashion-MNIST is not available: neither {repo_data} nor the '
-            f'Debian package files in {tool.DEBIAN_DIR} exist (apt-get '
-            'install dataset-fashion-mnist, or run '
-            'tools/dataset_converters/prepare_fashion_mnist.py)')
+            f'Fashion-MNIST is not in {repo_data} nor {tool.DEBIAN_DIR}'
+            ' (apt-get install dataset-fashion-mnist)')
     with shared_by_workers(tmp_path_factory, 'fashion_mnist') as out_dir:
         if tool.find_problems(str(out_dir)):
             tool.prepare_fashion_mnist(str(out_dir), source='debian')
         return str(out_dir)
 
 
-def _write_idx_prefix(src: str, dst: str, num_items: int) -> None:
-    """Copy the first ``num_items`` items of an IDX file, fixing the header.
-
-    Bytes 4-8 of an IDX header hold the item count (big endian); images
-    have a 16-byte header and 28 * 28 bytes each, labels 8 bytes and 1 each.
-    """
-    with open(src, 'rb') as f:
-        magic = f.read(4)
-        is_images = magic[3] == 3
-        header_rest = f.read(12 if is_images else 4)
-        body = f.read(num_items * (28 * 28 if is_images else 1))
-    count = num_items.to_bytes(4, 'big')
-    with open(dst, 'wb') as f:
-        f.write(magic + count + header_rest[4:] + body)
-
-
 @pytest.fixture(scope='session')
 def fashion_mnist_small_root(fashion_mnist_root, tmp_path_factory) -> str:
-    """A real but small data root: the first 320 train and 200 test images.
-
-    mmpretrain's ``FashionMNIST`` reads the whole file set before any
-    ``indices`` subset, so a truncated copy keeps each training run of the
-    tool tests from spending seconds on loading 60,000 images.
-    """
+    """A real but small data root: the first 320 train and 200 test images
+    (mmpretrain's ``FashionMNIST`` reads the whole file set before any
+    ``indices`` subset, so a short copy loads in milliseconds)."""
     out_dir = str(tmp_path_factory.mktemp('fashion_mnist_small'))
-    for name, num_items in (
-        ('train-images-idx3-ubyte', SMALL_TRAIN_IMAGES),
-        ('train-labels-idx1-ubyte', SMALL_TRAIN_IMAGES),
-        ('t10k-images-idx3-ubyte', SMALL_TEST_IMAGES),
-        ('t10k-labels-idx1-ubyte', SMALL_TEST_IMAGES),
-    ):
-        _write_idx_prefix(
-            osp.join(fashion_mnist_root, name), osp.join(out_dir, name),
-            num_items)
+    for name, count in (('train', SMALL_TRAIN_IMAGES), ('t10k',
+                                                        SMALL_TEST_IMAGES)):
+        for kind, header, size in (('images-idx3', 16, 28 * 28),
+                                   ('labels-idx1', 8, 1)):
+            with open(
+                    osp.join(fashion_mnist_root, f'{name}-{kind}-ubyte'),
+                    'rb') as f:
+                data = bytearray(f.read(header + count * size))
+            data[4:8] = count.to_bytes(4, 'big')  # the IDX item count
+            with open(osp.join(out_dir, f'{name}-{kind}-ubyte'), 'wb') as f:
+                f.write(data)
     return out_dir
+
+
+def tiny_options(data_root: str) -> List[str]:
+    """``--cfg-options`` that shrink the Fashion-MNIST configs to seconds:
+    one epoch over ``data_root``, batch 16, no dataloader workers."""
+    options = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=16']
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [
+            f'{loader}.dataset.data_root={data_root}',
+            f'{loader}.num_workers=0', f'{loader}.persistent_workers=False'
+        ]
+    return options
 
 
 @pytest.fixture
 def tiny_cfg_options(fashion_mnist_small_root) -> List[str]:
-    """``--cfg-options`` that shrink the Fashion-MNIST configs to seconds.
+    """:func:`tiny_options` of the small data root."""
+    return tiny_options(fashion_mnist_small_root)
 
-    One epoch over the small data root, batch 16, no dataloader workers.
-    """
-    options = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=16']
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options += [
-            f'{loader}.dataset.data_root={fashion_mnist_small_root}',
-            f'{loader}.num_workers=0',
-            f'{loader}.persistent_workers=False',
-        ]
-    return options
+
+def probe_environment() -> Dict[str, str]:
+    """This interpreter's environment with the repository importable."""
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
+
+
+def run_probe(*args: str) -> subprocess.CompletedProcess:
+    """``python -m tests.identity_snapshot ARGS``, which must succeed."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'tests.identity_snapshot', *args],
+        cwd=REPO_ROOT,
+        env=probe_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 @pytest.fixture(scope='session')
@@ -152,47 +143,28 @@ def mmbake_modules(tmp_path_factory) -> str:
     from tests.identity_snapshot import report
     with shared_by_workers(tmp_path_factory, 'mmbake_modules.txt') as path:
         if not path.exists():
-            result = subprocess.run(
-                [sys.executable, '-m', 'tests.identity_snapshot'],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=300)
-            assert result.returncode == 0, result.stderr[-3000:]
-            path.write_text(','.join(report(result.stdout)['watched_modules']))
+            path.write_text(','.join(
+                report(run_probe().stdout)['watched_modules']))
         return path.read_text()
 
 
 @pytest.fixture
 def tool_env() -> Dict[str, str]:
-    """Environment for tool subprocesses: this interpreter, repo importable.
+    """:func:`probe_environment`, ``PYTHON`` (for the launchers) this
+    interpreter and a free ``PORT``."""
+    return dict(
+        probe_environment(), PYTHON=sys.executable, PORT=str(free_port()))
 
-    ``PYTHON`` makes the shell launchers use the interpreter running the
-    tests; ``PORT`` is a free port for torchrun's rendezvous.
-    """
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
-    env['PYTHON'] = sys.executable
-    env['PORT'] = str(free_port())
-    return env
+
+Run = Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture
-def run_tool(tool_env) -> Callable[..., subprocess.CompletedProcess]:
-    """Run a command line (a tool) as a subprocess with a hard timeout.
+def run_tool(tool_env) -> Run:
+    """``run(cmd, timeout=300, cwd=None, env=None)``: the command's
+    ``CompletedProcess`` (text); past ``timeout`` seconds the test fails."""
 
-    Returns:
-        Callable: ``run(cmd, timeout=300, cwd=None, env=None)`` returning the
-        ``CompletedProcess`` with text ``stdout`` and ``stderr``; a command
-        still running after ``timeout`` seconds fails the test.
-    """
-
-    def run(cmd: Sequence[str],
-            timeout: float = 300,
-            cwd: Optional[str] = None,
-            env: Optional[Dict[str,
-                               str]] = None) -> subprocess.CompletedProcess:
+    def run(cmd, timeout=300, cwd=None, env=None):
         # A session of its own, so that a timeout also ends the workers
         # that torchrun started, not only torchrun.
         proc = subprocess.Popen(
@@ -226,26 +198,16 @@ RUNNER_TOOLS = ('train.py', 'test.py', 'visualize_soft_targets.py',
 
 
 @pytest.fixture
-def call_tool(run_tool, capfd) -> Callable[..., subprocess.CompletedProcess]:
-    """Run ``[sys.executable, SCRIPT, *ARGS]`` in this process, as the
-    interpreter would run it (``SCRIPT`` as ``__main__``, ``sys.argv`` and
-    the script's folder first on ``sys.path``), where a new interpreter
-    would add only its start-up (about 4 s): the same ``CompletedProcess``
-    as :func:`run_tool`.
+def call_tool(run_tool, capfd) -> Run:
+    """:func:`run_tool` for ``[sys.executable, SCRIPT, *ARGS]``, in this
+    process as the interpreter would run it (``__main__``, ``sys.argv``,
+    its folder first on ``sys.path``), without a start-up (about 4 s): a
+    ``SystemExit`` gives the return code, another exception its traceback
+    on stderr and 1, warnings are appended to stderr; ``timeout`` applies
+    to subprocesses only: where CUDA is visible (an environment can hide
+    the GPU)."""
 
-    ``SystemExit`` gives the return code; any other exception prints its
-    traceback to stderr and gives 1; warnings are appended to stderr, as an
-    interpreter would print them; ``timeout`` applies to subprocesses only.
-    Where CUDA is visible, the command runs as a subprocess (``run_tool``),
-    whose environment can hide the GPU.
-    """
-
-    def call(
-            cmd: Sequence[str],
-            timeout: float = 300,
-            cwd: Optional[str] = None,
-            env: Optional[Dict[str,
-                               str]] = None) -> subprocess.CompletedProcess:
+    def call(cmd, timeout=300, cwd=None, env=None):
         if cmd[0] != sys.executable or env is not None or cwd is not None:
             raise ValueError('call_tool runs [sys.executable, SCRIPT, ...] '
                              'in this process, without env or cwd; use '

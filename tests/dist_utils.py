@@ -1,12 +1,8 @@
-"""Run a function in real torch.distributed (gloo) worker processes.
-
-Each worker (forked from a server process that has imported mmbake)
-initialises gloo, runs the function, sends back its result,
-then ends with ``destroy_process_group()`` and ``os._exit(0)``: on torch
-2.13/2.14 a plain interpreter exit aborts about one gloo run in 40
-(docs/compatibility.md). Every run has a hard timeout, so a hang fails the
-test instead of stalling CI.
-"""
+"""Run a function in real torch.distributed (gloo) worker processes,
+forked from a server that imported mmbake, ended by
+``destroy_process_group()`` and ``os._exit(0)`` (on torch 2.13/2.14 a plain
+exit aborts about one gloo run in 40: docs/compatibility.md), with a hard
+timeout, so that a hang fails the test instead of stalling CI."""
 import io
 import os
 import queue as queue_module
@@ -66,22 +62,10 @@ def run_distributed(fn: Callable,
                     *args,
                     timeout: float = 120.0,
                     backend: str = 'gloo') -> List[Any]:
-    """Run ``fn(rank, world_size, *args)`` on ``world_size`` ranks.
-
-    Args:
-        fn (Callable): A module-level (picklable) function.
-        world_size (int): Number of processes.
-        *args: Extra picklable arguments for ``fn``.
-        timeout (float): Seconds before the run counts as hung.
-        backend (str): ``'gloo'``, or ``'nccl'`` with one GPU per rank.
-
-    Returns:
-        list: The return values, indexed by rank.
-
-    Raises:
-        AssertionError: If a worker failed, or the run did not finish in
-            time (the workers are then killed).
-    """
+    """The values of ``fn(rank, world_size, *args)`` (``fn`` and ``args``
+    picklable) on ``world_size`` ranks, by rank, over ``backend`` (gloo, or
+    nccl with one GPU per rank); AssertionError if a worker failed or the
+    run took over ``timeout`` seconds (the workers are then killed)."""
     # Each rank is forked from one clean server process that has imported
     # torch and mmbake once (about 4 s); spawn would import them per rank.
     ctx = mp.get_context('forkserver')

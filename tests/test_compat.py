@@ -1,49 +1,30 @@
 """``import mmbake`` only registers; ``import mmbake.compat`` replaces two
-named functions, and only those.
-
-Both are checked in one fresh interpreter with the identity snapshot of
-``tests/identity_snapshot.py``, after importing every module of torch,
-mmengine, mmpretrain and mmcv that ``import mmbake`` loads, so that a
-replacement inside any of them would show.
-"""
-import os.path as osp
-import subprocess
-import sys
-
+named functions, and only those: both seen in one fresh interpreter by the
+identity snapshot (``tests/identity_snapshot.py``), after importing every
+module of torch, mmengine, mmpretrain and mmcv that ``import mmbake`` loads,
+so that a replacement inside any of them would show."""
 from mmbake.utils import cpu_model_wrapper_cfg
+from tests.conftest import run_probe
 from tests.identity_snapshot import report
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def probe(*args: str) -> dict:
-    """Run ``tests/identity_snapshot.py`` with ``args``; its report."""
-    result = subprocess.run(
-        [sys.executable, '-m', 'tests.identity_snapshot', *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return report(result.stdout)
 
 
 def test_import_mmbake_replaces_nothing_and_the_opt_in_two_functions(
         mmbake_modules):
-    found = probe('--preload', mmbake_modules, '--then', 'mmbake.compat')
-    assert found['replaced'] == [] and found['added'] == []
-    assert not found['allowlist_changed']
+    found = report(
+        run_probe('--preload', mmbake_modules, '--then',
+                  'mmbake.compat').stdout)
+    assert (found['replaced'], found['added'],
+            found['allowlist_changed']) == ([], [], False)
     # Registered through mmengine's public CheckpointLoader.register_scheme:
     # the prefix of the weights that ship with the model zoo.
     assert found['schemes_added'] == ['mmbake://']
     # Then the opt-in, as a config's custom_imports would load it.
-    assert found['then']['replaced'] == [
-        'mmengine.dist.utils._init_dist_pytorch',
-        'mmengine.model.wrappers.distributed.MMDistributedDataParallel.'
-        '__init__'
+    replaced = [
+        'mmengine.dist.utils._init_dist_pytorch', 'mmengine.model.'
+        'wrappers.distributed.MMDistributedDataParallel.__init__'
     ]
-    assert found['then']['added'] == []
-    assert not found['then']['allowlist_changed']
+    assert found['then'] == dict(
+        replaced=replaced, added=[], allowlist_changed=False)
 
 
 def test_cpu_model_wrapper_cfg():

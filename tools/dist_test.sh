@@ -4,7 +4,6 @@ set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=tools/launch_common.sh
 . "$ROOT/tools/launch_common.sh"
-
 [ $# -ge 3 ] || usage 'CONFIG CHECKPOINT GPUS [TEST_ARGS...]' "$TORCHRUN_ENV"
 require_file config "$1"
 require_file checkpoint "$2"

@@ -1,5 +1,6 @@
 # BAKE on mmpretrain's ResNeSt-50 recipe.
-# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change;
+# mmbake's hooks check labels and save checkpoints that survive a kill.
 #
 # The stock recipe (32 GPUs x 64 images, 270 epochs, RandAugment, Mixup
 # alpha 0.2, label smoothing 0.1) is kept on purpose, so that a run of this
@@ -25,3 +26,5 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
+# The stock runtime's interval and the rest are kept.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

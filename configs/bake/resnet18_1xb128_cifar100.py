@@ -36,4 +36,8 @@ train_dataloader = dict(
     batch_sampler=dict(
         type='ClassAwareBatchSampler', num_instances=4, epoch_mode='anchors'))
 val_dataloader = dict(batch_size=128)
+# mmbake's hooks (configs/_base_/bake.py): checkpoints that survive a kill,
+# labels checked against the head before training or testing.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+custom_hooks = [dict(type='CheckLabelsHook')]
 test_dataloader = dict(batch_size=128)

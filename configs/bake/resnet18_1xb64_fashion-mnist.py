@@ -19,6 +19,10 @@ work_dir = './work_dirs/bake/resnet18_1xb64_fashion-mnist'
 train_dataloader = dict(
     batch_sampler=dict(type='ClassAwareBatchSampler', num_instances=2))
 
+# Labels the head has no class for fail before training or testing starts
+# (not in the plain twin, which stays runnable without mmbake).
+custom_hooks = [dict(type='CheckLabelsHook')]
+
 # The model zoo's entry for this config (bake_resnet18_1xb64_fashion-mnist)
 # also classifies image files: mmpretrain's inference_model and
 # ImageClassificationInferencer decode a file to 3-channel BGR and run the

@@ -1,5 +1,6 @@
 # BAKE on mmpretrain's ResNet-50 recipe.
-# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change;
+# mmbake's hooks check labels and save checkpoints that survive a kill.
 #
 # Everything else (data pipeline, 8 GPUs x 32 images, SGD lr 0.1 with steps
 # at 30/60/90, 100 epochs) is inherited from the stock config, so a run of
@@ -14,3 +15,5 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
+# The stock runtime's interval and the rest are kept.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

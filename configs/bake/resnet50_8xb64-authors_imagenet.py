@@ -81,6 +81,9 @@ sync_bn = 'torch'
 # recomputed with the weights fixed on 8,192 training images (16 class-aware
 # batches of 64 per GPU on 8 GPUs), averaged over the GPUs. mmbake's hook is
 # mmpretrain's PreciseBNHook, reading the batch sampler's batch size.
+# (This list replaces the one of ../_base_/bake.py: it names CheckLabelsHook
+# again.)
 custom_hooks = [
-    dict(type='BatchSamplerPreciseBNHook', num_samples=8192, interval=1)
+    dict(type='CheckLabelsHook'),
+    dict(type='BatchSamplerPreciseBNHook', num_samples=8192, interval=1),
 ]

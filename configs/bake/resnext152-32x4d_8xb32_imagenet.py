@@ -1,5 +1,6 @@
 # BAKE on mmpretrain's ResNeXt-152 (32x4d) recipe.
-# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change;
+# mmbake's hooks check labels and save checkpoints that survive a kill.
 #
 # Data pipeline, batch size, schedule and loss are inherited from the stock
 # config, so a run of this file against `resnext152-32x4d_8xb32_in1k` is a
@@ -13,3 +14,5 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
+# The stock runtime's interval and the rest are kept.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

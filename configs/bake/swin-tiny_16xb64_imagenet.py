@@ -1,5 +1,6 @@
 # BAKE on mmpretrain's Swin-T recipe.
-# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change.
+# Only the head (LinearClsHead -> BAKEHead) and the batch sampler change;
+# mmbake's hooks check labels and save checkpoints that survive a kill.
 #
 # The stock recipe (16 GPUs x 64 images, AdamW, 300 epochs, RandAugment,
 # random erasing, Mixup alpha 0.8 or CutMix alpha 1.0 per batch, label
@@ -24,3 +25,5 @@ _base_ = [
 
 model = dict(head=_base_.bake_head)  # LinearClsHead -> BAKEHead
 train_dataloader = dict(batch_sampler=_base_.bake_batch_sampler)
+# The stock runtime's interval and the rest are kept.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

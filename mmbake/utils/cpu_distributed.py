@@ -3,8 +3,8 @@
 ``torch.cuda.set_device`` and whose ``wrap_model`` gives DDP
 ``device_ids=[LOCAL_RANK]``, refused for a CPU model. The runner starts no
 process group where one exists, and ``model_wrapper_cfg``'s
-``device_ids=None`` wins: a launcher that calls these first needs no change
-to mmengine (``tools/mmbake_tools/cli.py``)."""
+``device_ids=None`` wins: a launcher that calls :func:`gloo_without_gpu`
+first needs no change to mmengine (``tools/mmbake_tools/cli.py``)."""
 import logging
 import os
 from typing import Optional
@@ -51,3 +51,25 @@ def cpu_model_wrapper_cfg(model_wrapper_cfg: Optional[dict],
             broadcast_buffers=False,
             find_unused_parameters=find_unused_parameters)
     return dict(model_wrapper_cfg, device_ids=None)
+
+
+def gloo_without_gpu(cfg) -> None:
+    """Prepare ``cfg`` (a runner's config) for ``launcher='pytorch'`` on a
+    machine without GPU, unless a process group exists: start gloo and set
+    ``cfg.model_wrapper_cfg`` to :func:`cpu_model_wrapper_cfg`'s, saying
+    so in a log line."""
+    import torch.distributed as dist
+    from mmengine.logging import print_log
+
+    if cfg.launcher != 'pytorch' or not cpu_only() or dist.is_initialized():
+        return
+    dist_cfg = (cfg.get('env_cfg', None) or {}).get('dist_cfg', None)
+    init_gloo_process_group((dist_cfg or {}).get('backend'))
+    cfg.model_wrapper_cfg = cpu_model_wrapper_cfg(
+        cfg.get('model_wrapper_cfg', None),
+        cfg.get('find_unused_parameters', False))
+    print_log(
+        'mmbake: no GPU: model_wrapper_cfg.device_ids=None (DDP of a CPU '
+        'model)',
+        logger='current',
+        level=logging.INFO)

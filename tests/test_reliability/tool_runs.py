@@ -1,20 +1,14 @@
-"""Helpers for the reliability tests: tiny configs, runs that get killed.
-
-The tests run the real command lines (``tools/train.py``,
-``tools/dist_train.sh``) on the shared small Fashion-MNIST root. Runs that
-must finish go through the ``run_tool`` fixture of ``tests/conftest.py``;
-runs that the test kills are started here, in a session of their own, and
-killed with every descendant (torchrun, every rank, every dataloader
-worker; see :func:`kill_group`).
-"""
+"""Helpers for the reliability tests: tiny configs, runs that get killed
+(started in a session of their own, killed with every descendant)."""
+import contextlib
 import math
 import os
 import os.path as osp
 import re
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -30,13 +24,10 @@ BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
                        'resnet18_1xb64_fashion-mnist.py')
 # Every wait is bounded: a hang fails the test, it never stalls CI.
 RUN_TIMEOUT_S = 300
-PAUSE_ENV = 'MMBAKE_TEST_PAUSE'
-PAUSE_MARKER = 'PAUSED'
-
+PAUSE_ENV, PAUSE_MARKER = 'MMBAKE_TEST_PAUSE', 'PAUSED'
 # 203 = 7 x 29 training images: not divisible by 2 or 3 ranks, nor by the
 # batch of 8 (4 anchors + 4 mates); 100 validation images.
 NUM_TRAIN, NUM_VAL, BATCH_SIZE = 203, 100, 8
-
 FINAL_RANK_LINE = re.compile(
     r'^Final top-1 \(val, (epoch|iter) (\d+), rank (\d+)/(\d+)\): '
     r'(\d+\.\d\d)$', re.MULTILINE)
@@ -49,71 +40,45 @@ def write_config(path: str,
                  seed: Optional[int] = 0,
                  deterministic: bool = False,
                  num_workers: int = 0) -> str:
-    """Write a tiny BAKE config (global ensembling, class-aware batches).
-
-    It inherits ``configs/bake/resnet18_1xb64_fashion-mnist.py`` and only
-    shrinks it: 203 training and 100 validation images of ``data_root``,
-    batch 8, one log line per iteration, a checkpoint per epoch (or every
-    10 iterations) of which one is kept, validation at the end, and the
-    test pause hook (inactive unless ``MMBAKE_TEST_PAUSE`` is set).
-
-    Args:
-        path (str): Where to write the config.
-        data_root (str): A Fashion-MNIST data root.
-        loop (str): ``'epoch'`` (``DefaultSampler``, ``length`` epochs) or
-            ``'iter'`` (``InfiniteSampler``, ``length`` iterations).
-        length (int): Epochs or iterations.
-        seed (int, optional): ``randomness.seed``.
-        deterministic (bool): ``randomness.deterministic``.
-        num_workers (int): Train dataloader workers (never persistent).
-
-    Returns:
-        str: ``path``.
-    """
-    if loop not in ('epoch', 'iter'):
-        raise ValueError(f"loop must be 'epoch' or 'iter', got {loop!r}")
-    sampler = 'DefaultSampler' if loop == 'epoch' else 'InfiniteSampler'
-    lines = [
-        f'_base_ = [{BAKE_CONFIG!r}]',
-        'model = dict(head=dict(type="BAKEHead", global_ensemble=True))',
-        f'train_dataloader = dict(batch_size={BATCH_SIZE}, '
-        f'num_workers={num_workers}, persistent_workers=False, '
-        f'sampler=dict(type={sampler!r}, shuffle=True), '
-        f'dataset=dict(data_root={data_root!r}, indices={NUM_TRAIN}))',
-        f'val_dataloader = dict(num_workers=0, persistent_workers=False, '
-        f'dataset=dict(data_root={data_root!r}, indices={NUM_VAL}))',
-        'test_dataloader = val_dataloader',
-        f'randomness = dict(seed={seed!r}, deterministic={deterministic})',
-        'custom_imports = dict(imports=["mmbake", '
-        '"tests.test_reliability.pause_hook"], allow_failed_imports=False)',
-        'custom_hooks = [dict(type="ReliabilityPauseHook")]',
-    ]
+    """Write at ``path`` (returned) the BAKE Fashion-MNIST config (global
+    ensembling) shrunk to ``length`` epochs or iterations over 203 images of
+    ``data_root``, batch 8, one checkpoint kept, with the pause hook."""
+    sampler = dict(epoch='DefaultSampler', iter='InfiniteSampler')[loop]
+    loader = 'num_workers={}, persistent_workers=False, dataset=dict(' \
+        f'data_root={data_root!r}, indices={{}})'
+    text = f"""_base_ = [{BAKE_CONFIG!r}]
+model = dict(head=dict(type='BAKEHead', global_ensemble=True))
+train_dataloader = dict(batch_size={BATCH_SIZE}, sampler=dict(
+    type={sampler!r}, shuffle=True), {loader.format(num_workers, NUM_TRAIN)})
+val_dataloader = dict({loader.format(0, NUM_VAL)})
+test_dataloader = val_dataloader
+randomness = dict(seed={seed!r}, deterministic={deterministic})
+custom_imports = dict(imports=['mmbake', 'tests.test_reliability.pause_hook'])
+custom_hooks = [dict(type='ReliabilityPauseHook')]
+log_processor = dict(by_epoch={loop == 'epoch'})
+"""
     if loop == 'epoch':
-        lines += [
-            f'train_cfg = dict(max_epochs={length}, val_interval={length})',
-            'default_hooks = dict(logger=dict(interval=1), '
-            'checkpoint=dict(interval=1, max_keep_ckpts=1))',
-        ]
+        text += f"""train_cfg = dict(max_epochs={length},
+    val_interval={length})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(
+    interval=1, max_keep_ckpts=1))
+"""
     else:
-        lines += [
-            f'train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", '
-            f'max_iters={length}, val_interval={length})',
-            'param_scheduler = [dict(type="LinearLR", start_factor=0.1, '
-            'by_epoch=False, begin=0, end=5)]',
-            'default_hooks = dict(logger=dict(interval=1), '
-            'checkpoint=dict(by_epoch=False, interval=10, max_keep_ckpts=1))',
-            'log_processor = dict(by_epoch=False)',
-        ]
+        text += f"""train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
+    max_iters={length}, val_interval={length})
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+    begin=0, end=5)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(
+    by_epoch=False, interval=10, max_keep_ckpts=1))
+"""
     with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+        f.write(text)
     return path
 
 
 def train_command(config: str, work_dir: str, nproc: int, *extra:
                   str) -> List[str]:
-    """``tools/train.py`` (one process) or ``tools/dist_train.sh``."""
-    if nproc == 1:
-        return [sys.executable, TRAIN, config, '--work-dir', work_dir, *extra]
+    """``tools/dist_train.sh`` on ``nproc`` processes."""
     return [DIST_TRAIN, config, str(nproc), '--work-dir', work_dir, *extra]
 
 
@@ -122,11 +87,16 @@ def fresh_port(env: Dict[str, str]) -> Dict[str, str]:
     return dict(env, PORT=str(free_port()))
 
 
+def run_ranks(run_tool, env: Dict[str, str], *cmd: str):
+    """``run_tool(cmd)`` with a fresh port and :data:`RUN_TIMEOUT_S` (a hang,
+    e.g. a rank short of a batch in an all_gather, kills every process)."""
+    return run_tool(list(cmd), timeout=RUN_TIMEOUT_S, env=fresh_port(env))
+
+
 def start(cmd: Sequence[str], env: Dict[str, str],
           log_path: str) -> subprocess.Popen:
     """Start a command in a new session, stdout and stderr to a file."""
-    log = open(log_path, 'w')
-    try:
+    with open(log_path, 'w') as log:  # the child holds its own descriptor
         return subprocess.Popen(
             list(cmd),
             cwd=REPO_ROOT,
@@ -135,48 +105,34 @@ def start(cmd: Sequence[str], env: Dict[str, str],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True)
-    finally:
-        log.close()  # the child holds its own descriptor
 
 
 def read(path: str) -> str:
     """The text of a file, or '' while it does not exist."""
-    if not osp.isfile(path):
-        return ''
-    with open(path, errors='replace') as f:
-        return f.read()
+    return Path(path).read_text(errors='replace') if osp.isfile(path) else ''
 
 
 def wait_for(condition: Callable[[], bool],
              proc: subprocess.Popen,
              log_path: str,
              timeout: float = RUN_TIMEOUT_S) -> None:
-    """Poll ``condition`` until it holds; fail if the run ends or stalls.
-
-    Raises:
-        AssertionError: If ``proc`` exits first or ``timeout`` passes (the
-            process group is then killed).
-    """
+    """Poll ``condition``; fail, killing the run, if it ends or stalls."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(
-                f'the run ended (status {proc.returncode}) before the '
-                f'awaited point; log tail:\n{read(log_path)[-3000:]}')
-        if time.monotonic() > deadline:
+        ended = proc.poll() is not None
+        if ended or time.monotonic() > deadline:
             kill_group(proc)
-            raise AssertionError(
-                f'the awaited point was not reached in {timeout} s; log '
-                f'tail:\n{read(log_path)[-3000:]}')
+            raise AssertionError((f'the run ended (status {proc.returncode})'
+                                  if ended else f'not there in {timeout} s') +
+                                 f' before the awaited point; log tail:\n'
+                                 f'{read(log_path)[-3000:]}')
         time.sleep(0.1)
 
 
 def descendants(pid: int) -> List[int]:
     """Every live descendant of ``pid``, read from ``/proc``."""
     children: Dict[int, List[int]] = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir('/proc')):
         try:
             with open(f'/proc/{entry}/stat') as f:
                 # The command name (field 2) may hold spaces; it ends at ')'.
@@ -193,23 +149,14 @@ def descendants(pid: int) -> List[int]:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of the run, then reap the leader.
-
-    torchrun starts each rank in a session of its own, so ``os.killpg`` on
-    the launcher's session does not reach the ranks: every descendant is
-    collected first (a killed parent's children are re-parented and could
-    not be found afterwards) and killed one by one.
-    """
-    victims = descendants(proc.pid)
-    for pid in [proc.pid] + victims:
-        try:
+    """SIGKILL every process of the run (torchrun starts each rank in a
+    session of its own: every descendant, found before a killed parent's
+    children are re-parented), then reap the leader."""
+    for pid in [proc.pid] + descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):  # started meanwhile
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=60)
 
 
@@ -223,9 +170,8 @@ def rank_results(stdout: str) -> Dict[int, tuple]:
 
 def check_global_bake_run(result: subprocess.CompletedProcess, nproc: int,
                           loop: str, length: int) -> None:
-    """A finished run of :func:`write_config`'s config on ``nproc`` ranks:
-    every rank ran the whole schedule (``length`` epochs or iterations)
-    with a finite BAKE loss, finished, and reports the same top-1."""
+    """Every rank of a finished run of :func:`write_config`'s config ran
+    the whole schedule with a finite BAKE loss and reports the same top-1."""
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     for rank in range(nproc):
@@ -244,7 +190,7 @@ def check_global_bake_run(result: subprocess.CompletedProcess, nproc: int,
     assert (unit, step, world) == (loop, length, nproc)
     # Validation is over exactly the 100 images: the padding that makes the
     # shards equal is dropped, so top-1 is a whole percentage.
-    assert NUM_VAL == 100 and top1 == round(top1)
+    assert top1 == round(top1)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -255,9 +201,6 @@ def load_checkpoint(path: str) -> dict:
 
 def assert_same_weights(path_a: str, path_b: str) -> None:
     """The two checkpoints hold the same model (within float tolerance)."""
-    state_a = load_checkpoint(path_a)['state_dict']
-    state_b = load_checkpoint(path_b)['state_dict']
-    assert state_a.keys() == state_b.keys()
-    for key in state_a:
-        torch.testing.assert_close(
-            state_a[key], state_b[key], msg=lambda m, key=key: f'{key}: {m}')
+    torch.testing.assert_close(
+        load_checkpoint(path_a)['state_dict'],
+        load_checkpoint(path_b)['state_dict'])

@@ -1,50 +1,33 @@
-"""tools/train.py and tools/test.py on real Fashion-MNIST images.
-
-One run goes train -> checkpoint -> ``--resume`` -> ``test.py`` through the
-real command lines, in new interpreters, on the small real data root (320
-train / 200 test images at 28 px), one epoch at a time; the other runs call
-the tools' ``main()`` in this process (``call_tool``), and one bad command
-line is a real process again, for the exit status a shell sees.
-"""
+"""tools/train.py and tools/test.py on real Fashion-MNIST images: one
+training of a plain mmpretrain config (mmengine's own CheckpointHook) in a
+fresh interpreter, whose checkpoints the tests resume, test, publish and
+calibrate through the tools in this process; bad command lines."""
+import glob
 import json
 import os.path as osp
 import pickle
 import re
 import sys
 
+import numpy as np
 import pytest
+import torch
 
+from tests.conftest import REPO_ROOT, run_probe, tiny_options
 from tests.identity_snapshot import report
+from tests.test_reliability.tool_runs import (BAKE_CONFIG, TEST, TRAIN,
+                                              assert_same_weights,
+                                              load_checkpoint)
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
-TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
-PLAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'fashion_mnist',
-                        'resnet18_1xb64-vanilla_fashion-mnist.py')
-BAKE_CONFIG = osp.join(REPO_ROOT, 'configs', 'bake',
-                       'resnet18_1xb64_fashion-mnist.py')
-FINAL_LINE = re.compile(r'^Final top-1 \(val, epoch (\d+)\): (\d+\.\d\d)$',
-                        re.MULTILINE)
-
-
-def final_top1(stdout: str) -> tuple:
-    """Return (epoch, top-1) from the train tool's last report line."""
-    matches = FINAL_LINE.findall(stdout)
-    assert matches, f'no "Final top-1" line in:\n{stdout[-3000:]}'
-    epoch, top1 = matches[-1]
-    return int(epoch), float(top1)
-
-
-# A plain mmpretrain config: stock bases, the Fashion-MNIST data (one
-# channel), mmbake loaded, and BAKE's two pieces swapped in; no opt-in.
-STOCK_CONFIG = """
-_base_ = [
+TOOLS = osp.join(REPO_ROOT, 'tools')
+RELEASED = osp.join(REPO_ROOT, 'checkpoints',
+                    'bake_resnet18_1xb64_fashion-mnist_20261204-44c299b6.pth')
+# mmpretrain's bases (its runtime: seed None, mmengine's CheckpointHook, all
+# checkpoints kept), Fashion-MNIST (one channel), BAKE's two pieces.
+STOCK_CONFIG = """_base_ = [
     'mmpretrain::_base_/models/resnet18_cifar.py',
     'mmpretrain::_base_/schedules/cifar10_bs128.py',
-    'mmpretrain::_base_/default_runtime.py',
-    {data!r},
-]
+    'mmpretrain::_base_/default_runtime.py', {data!r}]
 custom_imports = dict(imports=['mmbake'], allow_failed_imports=False)
 model = dict(backbone=dict(in_channels=1), head=dict(type='BAKEHead'))
 train_dataloader = dict(
@@ -52,176 +35,206 @@ train_dataloader = dict(
 """
 
 
-def test_stock_config_trains_resumes_and_tests(tmp_path, run_tool, call_tool,
-                                               tiny_cfg_options,
-                                               mmbake_modules):
-    """Train, ``--resume`` (mmengine's CheckpointHook made
-    SafeCheckpointHook: weights-only loading), each in a new interpreter,
-    and test; the identity snapshot shows that neither run replaced
-    anything."""
-    config = tmp_path / 'stock_bake.py'
+def final_top1(stdout: str, epoch: int = 2) -> float:
+    """The top-1 of the train tool's last line, which names ``epoch``."""
+    found = re.findall(rf'^Final top-1 \(val, epoch {epoch}\): (\d+\.\d\d)$',
+                       stdout, re.MULTILINE)
+    assert found, stdout[-3000:]
+    return float(found[-1])
+
+
+@pytest.fixture(scope='module')
+def stock(tmp_path_factory, fashion_mnist_small_root, mmbake_modules) -> dict:
+    """The two-epoch run (64 training images, 4 steps an epoch) under the
+    identity snapshot. Reproducible on resume: ``deterministic=True``; one
+    worker, not persistent, so that each epoch starts one that mmengine's
+    ``worker_init_fn`` seeds from (seed, rank, worker id): the random
+    transforms draw from numpy's global RNG of the loading process, whose
+    state after a resume, in the main process, would differ."""
+    tmp = tmp_path_factory.mktemp('stock')
+    config = tmp / 'stock_bake.py'
     config.write_text(
         STOCK_CONFIG.format(
             data=osp.join(REPO_ROOT, 'configs', '_base_', 'datasets',
                           'fashion_mnist.py')))
-    work_dir = str(tmp_path / 'work')
-    probe = [
-        sys.executable, '-m', 'tests.identity_snapshot', '--preload',
-        mmbake_modules, '--', TRAIN,
-        str(config), '--work-dir', work_dir
+    # 64 images: one of the first image's class (a class with a single
+    # image), 7 of every other class.
+    labels = np.fromfile(
+        osp.join(fashion_mnist_small_root, 'train-labels-idx1-ubyte'),
+        np.uint8)[8:]
+    indices = [0] + [
+        int(i) for c in range(10) if c != labels[0]
+        for i in np.flatnonzero(labels == c)[:7]
     ]
-    # mmpretrain's full-width CIFAR ResNet-18: 64 training images (4 steps).
-    small = [*tiny_cfg_options, 'train_dataloader.dataset.indices=64']
-    first = run_tool([*probe, '--cfg-options', *small])
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
-    # Both loss terms of the BAKE head reach the log.
-    log = first.stdout + first.stderr
-    assert 'loss_ce:' in log and 'loss_bake:' in log
-    epoch, top1 = final_top1(first.stdout)
-    assert epoch == 1 and 0.0 <= top1 <= 100.0
-    found = report(first.stdout)
-    assert found['replaced'] == [] and found['added'] == []
+    options = tiny_options(fashion_mnist_small_root) + [
+        f'train_dataloader.dataset.indices={indices}'.replace(
+            ' ', ''), 'train_cfg.max_epochs=2',
+        'train_dataloader.num_workers=1', 'randomness.deterministic=True'
+    ]
+    work_dir = str(tmp / 'work')
+    result = run_probe('--preload', mmbake_modules, '--', TRAIN, str(config),
+                       '--work-dir', work_dir, '--cfg-options', *options)
+    return dict(
+        single=int(labels[0]),
+        config=str(config),
+        result=result,
+        options=options,
+        checkpoint=work_dir + '/epoch_{}.pth')
 
-    # --resume without a path continues from the work dir's last
-    # checkpoint, which torch reads with its weights-only default.
-    resumed = run_tool([
-        *probe, '--resume', '--cfg-options', *small, 'train_cfg.max_epochs=2'
-    ])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = resumed.stdout + resumed.stderr
-    assert 'resumed epoch: 1' in log
-    assert 'Epoch(train) [1]' not in log  # epoch 1 was not trained again
-    assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
-    assert final_top1(resumed.stdout)[0] == 2
-    found = report(resumed.stdout)
-    assert found['replaced'] == [] and found['added'] == []
-    assert not found['allowlist_changed']
 
-    out = str(tmp_path / 'preds.pkl')
-    tested = call_tool([
-        sys.executable, TEST,
-        str(config),
-        osp.join(work_dir, 'epoch_2.pth'), '--work-dir',
-        str(tmp_path / 'test'), '--out', out, '--cfg-options',
-        *tiny_cfg_options
+def needs_scope(path: str) -> bool:
+    """Whether ``path`` holds types this process does not allow (today's
+    SafeCheckpointHook leaves its scope open if a run fails early)."""
+    return bool(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+
+
+def on_stock(call_tool, stock, script, *args):
+    """``script`` (``TRAIN``, ``TEST``) on the stock config, in-process."""
+    return call_tool([
+        sys.executable, script, stock['config'], *args, '--cfg-options',
+        *stock['options']
     ])
+
+
+def test_stock_config_trains_with_bake_and_replaces_nothing(stock):
+    out = stock['result'].stdout + stock['result'].stderr
+    assert 'loss_ce:' in out and 'loss_bake:' in out
+    assert 'Epoch(train) [2][4/4]' in out
+    # Documented: a single image's anchor is repeated as its own mate.
+    assert ('ClassAwareBatchSampler: 1 class(es) have a single image, whose '
+            'anchor is repeated as its own mate: '
+            f"[{stock['single']}]") in out
+    assert 0 <= final_top1(stock['result'].stdout) <= 100
+    found = report(stock['result'].stdout)
+    assert (found['replaced'], found['added'],
+            found['allowlist_changed']) == ([], [], False)
+
+
+def test_resume_reaches_the_same_weights(stock, call_tool, tmp_path):
+    """From epoch 1 of mmengine's CheckpointHook (loaded, as the log says,
+    inside checkpoint_globals()) to the epoch-2 weights, with its seed."""
+    allowlist = torch.serialization.get_safe_globals()
+    first = stock['checkpoint'].format(1)
+    scoped = needs_scope(first)
+    resumed = on_stock(call_tool, stock, TRAIN, '--work-dir', str(tmp_path),
+                       '--resume', first)
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-3000:]
+    assert 'resumed epoch: 1' in out and 'Epoch(train) [1]' not in out
+    seed = load_checkpoint(first)['meta']['seed']
+    assert f'Resuming with the seed of the checkpoint, {seed}' in out
+    assert bool(
+        re.search(
+            rf'mmbake: {first} holds .*mmengine\.logging\.history_buffer\.'
+            r'HistoryBuffer.*: loaded inside checkpoint_globals\(\)',
+            out)) == scoped
+    assert_same_weights(stock['checkpoint'].format(2),
+                        str(tmp_path / 'epoch_2.pth'))
+    assert final_top1(resumed.stdout) == final_top1(stock['result'].stdout)
+    assert torch.serialization.get_safe_globals() == allowlist
+
+
+def test_an_error_inside_the_load_scope_keeps_its_traceback(
+        stock, call_tool, tmp_path):
+    """A missing Pretrained ``init_cfg`` fails while the scope is open
+    (``_init_model_weights``, before the load); no check anticipates it."""
+    allowlist, missing = torch.serialization.get_safe_globals(), tmp_path / 'x'
+    first = stock['checkpoint'].format(1)
+    scoped, init = needs_scope(first), 'model.backbone.init_cfg'
+    result = on_stock(call_tool, stock, TRAIN, '--work-dir', str(tmp_path),
+                      '--resume', first, '--cfg-options',
+                      f'{init}.type=Pretrained',
+                      f'{init}.checkpoint={missing}')
+    assert result.returncode == 1
+    assert ('loaded inside checkpoint_globals()' in result.stdout) == scoped
+    assert 'Traceback (most recent call last)' in result.stderr
+    assert f'FileNotFoundError: {missing}' in result.stderr
+    assert torch.serialization.get_safe_globals() == allowlist
+
+
+def test_test_tool_on_the_test_images(stock, call_tool, tmp_path):
+    checkpoint = stock['checkpoint'].format(2)
+    preds, show_dir = str(tmp_path / 'preds.pkl'), tmp_path / 'vis'
+    tested = on_stock(call_tool, stock, TEST, checkpoint, '--work-dir',
+                      str(tmp_path), '--out', preds, '--show-dir',
+                      str(show_dir), '--interval', '50')
     assert tested.returncode == 0, tested.stderr[-3000:]
-    test_top1 = float(
+    top1 = float(
         re.search(r'^Test top-1: (\d+\.\d\d)$', tested.stdout,
                   re.MULTILINE).group(1))
-    # The test split is the val split: the same weights give the same top-1.
-    assert test_top1 == final_top1(resumed.stdout)[1]
-    with open(out, 'rb') as f:
+    # The test split is the val split: the same weights, the same top-1.
+    assert top1 == final_top1(stock['result'].stdout)
+    with open(preds, 'rb') as f:
         predictions = pickle.load(f)
     # Every one of the 200 real *test* images, not the training images.
-    assert len(predictions) == 200
     assert sorted(p['sample_idx'] for p in predictions) == list(range(200))
     assert {'pred_label', 'pred_score', 'gt_label'} <= set(predictions[0])
+    assert len(list(show_dir.glob('*.png'))) == 4  # 0, 50, 100 and 150
 
-
-def test_resume_from_explicit_checkpoint(tmp_path, call_tool,
-                                         tiny_cfg_options):
-    first_dir, second_dir = str(tmp_path / 'a'), str(tmp_path / 'b')
-    first = call_tool([
-        sys.executable, TRAIN, PLAIN_CONFIG, '--work-dir', first_dir,
-        '--cfg-options', *tiny_cfg_options
-    ])
-    assert first.returncode == 0, first.stderr[-3000:]
-    checkpoint = osp.join(first_dir, 'epoch_1.pth')
-
-    resumed = call_tool([
-        sys.executable, TRAIN, PLAIN_CONFIG, '--work-dir', second_dir,
-        '--resume', checkpoint, '--cfg-options', *tiny_cfg_options,
-        'train_cfg.max_epochs=2'
-    ])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert 'resumed epoch: 1' in resumed.stdout + resumed.stderr
-    assert osp.isfile(osp.join(second_dir, 'epoch_2.pth'))
-
-
-def test_test_tool_dumps_metrics(tmp_path, call_tool, tiny_cfg_options):
-    work_dir = str(tmp_path / 'work')
-    trained = call_tool([
-        sys.executable, TRAIN, PLAIN_CONFIG, '--work-dir', work_dir,
-        '--no-validate', '--cfg-options', *tiny_cfg_options
-    ])
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert 'Final top-1' not in trained.stdout  # validation was off
-
-    out = str(tmp_path / 'metrics.json')
-    show_dir = tmp_path / 'vis'
-    tested = call_tool([
-        sys.executable, TEST, PLAIN_CONFIG,
-        osp.join(work_dir, 'epoch_1.pth'), '--work-dir',
-        str(tmp_path / 'test'), '--out', out, '--out-item', 'metrics',
-        '--show-dir',
-        str(show_dir), '--interval', '50', '--cfg-options', *tiny_cfg_options
-    ])
+    metrics = str(tmp_path / 'metrics.json')
+    tested = on_stock(call_tool, stock, TEST, checkpoint, '--work-dir',
+                      str(tmp_path), '--out', metrics, '--out-item', 'metrics')
     assert tested.returncode == 0, tested.stderr[-3000:]
-    with open(out) as f:
-        metrics = json.load(f)
-    assert 0.0 <= metrics['accuracy/top1'] <= 100.0
-    # Samples 0, 50, 100 and 150 of the 200 test images are drawn.
-    assert len(list(show_dir.glob('*.png'))) == 4
+    with open(metrics) as f:
+        assert json.load(f)['accuracy/top1'] == pytest.approx(top1, abs=5e-3)
 
 
-@pytest.mark.parametrize('tool', [TRAIN, TEST])
-def test_missing_config_is_a_clear_error(tool, tmp_path, call_tool):
-    args = [str(tmp_path / 'nope.py')]
-    if tool == TEST:
-        args.append(str(tmp_path / 'nope.pth'))
-    result = call_tool([sys.executable, tool, *args], timeout=60)
-    assert result.returncode == 2
-    assert 'config file not found' in result.stderr
-    assert 'Traceback' not in result.stderr
+@pytest.mark.parametrize('kind', ['released', 'published', 'calibrated'])
+def test_resume_refuses_what_is_not_a_training_checkpoint(
+        kind, stock, call_tool, tmp_path):
+    """The zoo's file and what publish_model.py and calibrate.py write
+    keep meta ``epoch`` and ``iter``, not ``message_hub``: one line."""
+    trained = stock['checkpoint'].format(2)
+    made = dict(
+        published=[
+            f'{TOOLS}/model_converters/publish_model.py', trained,
+            str(tmp_path / 'published.pth')
+        ],
+        calibrated=[
+            f'{TOOLS}/analysis_tools/calibrate.py', stock['config'], trained,
+            '--out',
+            str(tmp_path / 'calibrated_.pth'), '--cfg-options',
+            *stock['options']
+        ]).get(kind)
+    if made:
+        result = call_tool([sys.executable, *made])
+        assert result.returncode == 0, result.stderr[-3000:]
+    (path, ) = glob.glob(f'{tmp_path}/{kind}_*.pth') if made else [RELEASED]
+    meta = torch.load(path, weights_only=True)['meta']
+    assert {'epoch', 'iter'} <= set(meta)
+    work_dir = tmp_path / 'work'
+    result = on_stock(call_tool, stock, TRAIN, '--work-dir', str(work_dir),
+                      '--resume', path)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert (f'error: --resume: {path} is not a training checkpoint of '
+            "mmengine's runner") in result.stderr
+    assert f'use --cfg-options load_from={path} without --resume' in \
+        result.stderr
+    assert not work_dir.exists()
 
 
-@pytest.mark.parametrize('tool', [TRAIN, TEST])
-def test_unknown_launcher_is_a_clear_error(tool, tmp_path, call_tool):
-    args = [PLAIN_CONFIG] + ([PLAIN_CONFIG] if tool == TEST else [])
-    result = call_tool([sys.executable, tool, *args, '--launcher', 'magic'],
-                       timeout=60)
-    assert result.returncode == 2
-    assert "invalid choice: 'magic'" in result.stderr
-    assert 'Traceback' not in result.stderr
-
-
-def test_bad_resume_path_is_a_clear_error(tmp_path, call_tool):
-    missing = str(tmp_path / 'missing.pth')
-    result = call_tool(
-        [sys.executable, TRAIN, PLAIN_CONFIG, '--resume', missing], timeout=60)
-    assert result.returncode == 2
-    assert f'--resume checkpoint not found: {missing}' in result.stderr
-    assert 'Traceback' not in result.stderr
-
-
-def test_pytorch_launcher_outside_torchrun_is_a_clear_error(
-        run_tool, tool_env):
-    env = {k: v for k, v in tool_env.items() if k != 'RANK'}
-    result = run_tool(
-        [sys.executable, TRAIN, PLAIN_CONFIG, '--launcher', 'pytorch'],
-        timeout=60,
-        env=env)
-    assert result.returncode == 2
-    assert 'tools/dist_train.sh' in result.stderr
-    assert 'Traceback' not in result.stderr
-
-
-def test_test_tool_bad_inputs(tmp_path, call_tool):
-    missing = str(tmp_path / 'missing.pth')
-    result = call_tool([sys.executable, TEST, PLAIN_CONFIG, missing],
-                       timeout=60)
-    assert result.returncode == 2
-    assert f'checkpoint file not found: {missing}' in result.stderr
-    assert 'Traceback' not in result.stderr
-
-    # Predictions go to a pickle only (mmengine's DumpResults).
-    result = call_tool([
-        sys.executable, TEST, PLAIN_CONFIG, PLAIN_CONFIG, '--out',
-        str(tmp_path / 'preds.json')
-    ],
-                       timeout=60)
-    assert result.returncode == 2
-    assert 'must end with one of' in result.stderr
-    assert 'Traceback' not in result.stderr
+@pytest.mark.parametrize('tool,args,message', [
+    (TRAIN, ['nope.py'], 'error: config file not found: nope.py'),
+    (TEST, ['nope.py', 'x.pth'], 'error: config file not found: nope.py'),
+    (TEST, [BAKE_CONFIG, 'x.pth'], 'error: checkpoint file not found: x.pth'),
+    (TRAIN, [BAKE_CONFIG, '--launcher', 'magic'], "invalid choice: 'magic'"),
+    (TEST, [BAKE_CONFIG, RELEASED, '--launcher', 'magic'], 'invalid choice'),
+    (TRAIN, [BAKE_CONFIG, '--resume', 'x.pth'], 'resume file not found: x'),
+    (TRAIN, [BAKE_CONFIG, '--launcher', 'pytorch'], 'tools/dist_train.sh'),
+    (TEST, [BAKE_CONFIG, RELEASED, '--out', 'p.json'], 'must end with one of'),
+    (TEST, [BAKE_CONFIG, RELEASED, '--interval', '0'], 'must be >= 1, got 0'),
+    (TRAIN, ['<odd>', '--auto-scale-lr'], 'needs auto_scale_lr in the config'),
+    (TEST, ['<odd>', RELEASED, '--show-dir', 'x'], 'needs default_hooks.'),
+])
+def test_bad_command_line_is_a_clear_error(tool, args, message, call_tool,
+                                           run_tool, tmp_path):
+    # <odd>: the BAKE config without auto_scale_lr and visualization hook.
+    odd = tmp_path / 'odd.py'
+    odd.write_text(f'_base_ = [{BAKE_CONFIG!r}]\nauto_scale_lr = None\n'
+                   'default_hooks = dict(visualization=None)\n')
+    args = [str(odd) if a == '<odd>' else a for a in args]
+    # The first case in a real process: the exit status a shell sees.
+    run = run_tool if args == ['nope.py'] else call_tool
+    result = run([sys.executable, tool, *args])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr and 'Traceback' not in result.stderr

@@ -19,12 +19,8 @@ from mmengine.config import Config
 
 # tools/mmbake_tools: this script's folder is on sys.path, tools/ is not.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-# isort: off
-from mmbake_tools.cli import (  # noqa: E402
+from mmbake_tools.cli import (  # noqa: E402 isort: skip
     apply_cfg_options, errors_as_one_line, new_parser, parse_checked, say)
-from mmbake_tools.data_checks import (  # noqa: E402
-    check_data_paths, check_labels_fit, reading_data)
-# isort: on
 
 LOADER = 'val_dataloader'
 # Fewer held-out images than this give a temperature too noisy to ship.
@@ -76,6 +72,7 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> Dict[str, Any]:
     from mmengine.runner import Runner
     from mmpretrain.apis import get_model
 
+    from mmbake.engine.hooks.check_labels_hook import check_labels_fit
     from mmbake.evaluation import Calibration
     from mmbake.models import (final_layer_of, final_linear, fit_temperature,
                                fold_temperature)
@@ -88,7 +85,6 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> Dict[str, Any]:
         return dict(
             Calibration.calculate(scores, labels, args.num_bins), top1=top1)
 
-    check_data_paths(cfg, (LOADER, ))
     checkpoint = load_checkpoint_weights_only(args.checkpoint)
     state_dict = dict(checkpoint.get('state_dict', checkpoint))
     meta = dict(checkpoint.get('meta') or {}) if 'state_dict' in \
@@ -102,8 +98,7 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> Dict[str, Any]:
     init_default_scope(cfg.get('default_scope', None) or 'mmpretrain')
     model = get_model(cfg, device=device)
     model.load_state_dict(state_dict)
-    with reading_data(cfg, LOADER):
-        loader = Runner.build_dataloader(cfg[LOADER])
+    loader = Runner.build_dataloader(cfg[LOADER])
     check_labels_fit(model, loader.dataset, LOADER)
     layer = final_layer_of(model.head)
     linear = final_linear(layer)

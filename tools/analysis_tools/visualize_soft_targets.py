@@ -22,8 +22,6 @@ from mmengine.config import Config
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmbake_tools.cli import (  # noqa: E402 isort: skip
     apply_cfg_options, errors_as_one_line, new_parser, parse_checked)
-from mmbake_tools.data_checks import (  # noqa: E402 isort: skip
-    check_data_paths, check_label_values, reading_data)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -71,17 +69,16 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     from mmengine.registry import init_default_scope
 
     import mmbake  # noqa: F401  (registers BAKEHead and the sampler)
+    from mmbake.engine.hooks.check_labels_hook import check_label_values
     from mmbake.visualization import (build_class_aware_batches, format_stats,
                                       visualize_batches)
 
     cfg = apply_cfg_options(Config.fromfile(args.config), args)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     with errors_as_one_line():
-        check_data_paths(cfg, ('train_dataloader', ))
         model = build_model(cfg, args.checkpoint, args.device)
-        with reading_data(cfg, 'train_dataloader'):
-            batches = build_class_aware_batches(
-                cfg, args.num_batches, args.batch_size, seed=args.seed)
+        batches = build_class_aware_batches(
+            cfg, args.num_batches, args.batch_size, seed=args.seed)
         samples = sum((b['data_samples'] for b in batches['batches']), [])
         check_label_values(model, [int(s.gt_label[0]) for s in samples],
                            'train_dataloader', batches['classes'])

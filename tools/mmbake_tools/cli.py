@@ -1,207 +1,201 @@
-"""The command line, the config, errors and exits of mmbake's tools."""
+"""The command line, the config, errors, checkpoint loading and exits."""
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import os.path as osp
 import sys
-from typing import (TYPE_CHECKING, Any, Iterator, List, NoReturn, Optional,
-                    Sequence)
+import traceback
+import zipfile
+from typing import Iterator, List, Optional, Sequence
 
-# Light imports only: torch, mmpretrain and mmbake load after the command
-# line is checked, so that bad input is answered at once.
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 
-if TYPE_CHECKING:
-    from mmengine.runner import Runner
-
-# Errors that building a runner from a bad config raises (a registry miss, a
-# bad argument); reported as one line unless MMBAKE_DEBUG=1.
-BUILD_ERRORS = (ValueError, KeyError, TypeError)
+# For errors to name config keys: set by name_keys_of.
+_config: dict = {}
 
 
-def new_parser(description: str,
-               checkpoint_help: Optional[str] = None,
-               work_dir_help: Optional[str] = None) -> argparse.ArgumentParser:
-    """A parser with a config, a ``checkpoint`` if ``checkpoint_help`` is
-    given and ``--cfg-options``; with ``work_dir_help``, also
-    ``--work-dir``, ``--no-pin-memory``, ``--launcher`` and
-    ``--local-rank``."""
+def new_parser(description: str, checkpoint_help: Optional[str] = None):
+    """A parser with a config, a checkpoint and ``--cfg-options``."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('config', help='config file path')
+    parser.add_argument('config')
     if checkpoint_help is not None:
         parser.add_argument('checkpoint', help=checkpoint_help)
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, as key=value pairs (e.g. '
-        'train_cfg.max_epochs=2 "optim_wrapper.optimizer.lr=0.05"); a list '
-        'value is written key="[a,b]" or key=a,b, without spaces')
-    if work_dir_help is None:
-        return parser
-    parser.add_argument('--work-dir', help=work_dir_help)
-    parser.add_argument(
-        '--no-pin-memory',
-        action='store_true',
-        help='turn the dataloaders\' pin_memory off')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
-    # --local_rank; torchrun sets LOCAL_RANK instead.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser
 
 
-def parse_checked(parser: argparse.ArgumentParser,
-                  argv: Optional[List[str]],
-                  launch_script: Optional[str] = None) -> argparse.Namespace:
-    """Parse the command line; refuse a config or checkpoint that is not a
-    file, and ``--launcher pytorch`` outside torchrun (naming
-    ``launch_script``), with exit status 2."""
+def parse_checked(parser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Parse; a config or checkpoint that is not a file exits with 2."""
     args = parser.parse_args(argv)
-    if not osp.isfile(args.config):
-        parser.error(f'config file not found: {args.config}')
-    checkpoint = getattr(args, 'checkpoint', None)
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        parser.error(f'checkpoint file not found: {checkpoint}')
-    if getattr(args, 'launcher', 'none') == 'pytorch' \
-            and 'RANK' not in os.environ:
-        parser.error('--launcher pytorch needs the environment of torchrun '
-                     f'(RANK, WORLD_SIZE, ...); start it through '
-                     f'{launch_script}')
-    if hasattr(args, 'local_rank'):
-        os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    for what in ('config', 'checkpoint'):
+        if not osp.isfile(getattr(args, what, None) or args.config):
+            parser.error(f'{what} file not found: {getattr(args, what)}')
     return args
 
 
-def load_config(args: argparse.Namespace, loaders: Sequence[str],
-                persistent_workers: bool) -> Config:
-    """Load the config with the launcher, work dir and dataloader defaults.
+def apply_cfg_options(cfg: Config, args, loaders: Sequence[str] = ()):
+    """Merge ``--cfg-options``, then :func:`name_keys_of`."""
+    cfg.merge_from_dict(args.cfg_options or {})
+    return name_keys_of(cfg, loaders)
 
-    As in mmpretrain's tools: the work dir is ``--work-dir``, else the
-    config's, else ``./work_dirs/<config name>``; ``loaders`` default to
-    ``pin_memory`` (and ``persistent_workers`` if asked), which the config
-    overrides and the command line turns off. :func:`apply_cfg_options`
-    comes last.
-    """
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    for field in loaders:
-        if cfg.get(field, None) is None:
-            continue
-        loader_cfg = ConfigDict(
-            pin_memory=True, collate_fn=dict(type='default_collate'))
-        if persistent_workers:
-            loader_cfg.persistent_workers = True
-        loader_cfg.update(cfg[field])
-        if args.no_pin_memory:
-            loader_cfg.pin_memory = False
-        if getattr(args, 'no_persistent_workers', False):
-            loader_cfg.persistent_workers = False
-        cfg[field] = loader_cfg
+
+def name_keys_of(cfg: Config, loaders: Sequence[str]) -> Config:
+    """Let errors name keys of ``cfg``, ``loaders`` (the tool's) first."""
+    _config.clear()
+    _config.update((k, cfg[k]) for k in (*loaders, *cfg.keys()) if k in cfg)
     return cfg
 
 
-def apply_cfg_options(
-    cfg: Config, args: argparse.Namespace,
-    loaders: Sequence[str] = ()) -> Config:
-    """Merge ``--cfg-options`` into ``cfg``, the last word on the config;
-    ``persistent_workers`` of ``loaders`` without workers is turned off
-    (torch's DataLoader refuses both)."""
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    for field in loaders:
-        loader_cfg = cfg.get(field, None)
-        if loader_cfg is not None and not loader_cfg.get('num_workers', 0):
-            loader_cfg.persistent_workers = False
-    return cfg
+def stock_tool(name: str) -> tuple:
+    """mmpretrain's ``tools/<name>`` (in ``mmpretrain/.mim``, beside the
+    ``mmpretrain::`` configs), its checked arguments, the config."""
+    import mmpretrain
+
+    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', name)
+    spec = importlib.util.spec_from_file_location('stock_' + name[:-3], path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args()
+    for what in ('config', 'checkpoint', 'resume'):
+        path = getattr(args, what, None)
+        if path not in (None, 'auto') and not osp.isfile(path):
+            raise ValueError(f'{what} file not found: {path}')
+    if args.launcher == 'pytorch' and 'RANK' not in os.environ:
+        raise ValueError('--launcher pytorch needs the environment of '
+                         f'torchrun: use tools/dist_{name[:-3]}.sh')
+    return tool, args, Config.fromfile(args.config)
 
 
-def new_runner(cfg: Config) -> 'Runner':
-    """The config's runner (mmengine's, unless ``runner_type``), with
-    mmengine's ``CheckpointHook`` made mmbake's ``SafeCheckpointHook`` and,
-    for ``--launcher pytorch`` without GPU, the gloo process group started
-    and DDP built without ``device_ids`` (mmbake/utils/cpu_distributed.py).
-    """
-    import torch.distributed as dist
+def new_runner(cfg: Config):
+    """The runner, as mmpretrain's tools build it, after gloo_without_gpu."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from mmbake.utils import (cpu_model_wrapper_cfg, cpu_only,
-                              init_gloo_process_group)
+    from mmbake.utils.cpu_distributed import gloo_without_gpu
 
-    checkpoint = (cfg.get('default_hooks', None) or {}).get('checkpoint')
-    if isinstance(checkpoint, dict) and checkpoint.get('type') in (
-            'CheckpointHook', 'mmengine.CheckpointHook'):
-        checkpoint.type = 'SafeCheckpointHook'
-    if cfg.launcher == 'pytorch' and cpu_only() and not dist.is_initialized():
-        dist_cfg = (cfg.get('env_cfg', None) or {}).get('dist_cfg', None)
-        init_gloo_process_group((dist_cfg or {}).get('backend'))
-        cfg.model_wrapper_cfg = cpu_model_wrapper_cfg(
-            cfg.get('model_wrapper_cfg', None),
-            cfg.get('find_unused_parameters', False))
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+    gloo_without_gpu(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
-def gather_in_work_dir(evaluator: Any, work_dir: str) -> None:
-    """Let distributed evaluation gather its results in the work dir
-    (shared by the ranks): without a folder, mmengine 0.10.7's
-    ``collect_results`` leaves ``.dist_test/`` in the current directory."""
-    for metric in evaluator.metrics:
-        if getattr(metric, 'collect_dir', None) is None:
-            metric.collect_dir = osp.join(work_dir, '.dist_test')
+@contextlib.contextmanager
+def loading(runner, path: Optional[str]) -> Iterator[None]:
+    """If ``path`` holds types beyond tensors (mmengine's CheckpointHook
+    saves HistoryBuffers and numpy values; torch >= 2.6 loads weights-only),
+    say so and allow a training checkpoint's types (``checkpoint_globals``)
+    from the last ``before_run`` hook to ``after_load_checkpoint``."""
+    import torch
+    from mmengine.hooks import Hook
+
+    from mmbake.utils import checkpoint_globals
+
+    scope = contextlib.ExitStack()
+
+    class AllowWhileLoading(Hook):
+
+        def before_run(self, runner) -> None:
+            scope.enter_context(checkpoint_globals())
+
+        def after_load_checkpoint(self, runner, checkpoint) -> None:
+            scope.close()
+
+    # torch < 2.5 loads any type; its legacy format is not read statically.
+    find = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint',
+                   None)
+    found = find and path and osp.isfile(path) and (
+        find(path) if zipfile.is_zipfile(path) else ['(legacy format)'])
+    if found:
+        runner.logger.info(f'mmbake: {path} holds {", ".join(found)}: '
+                           'loaded inside checkpoint_globals()')
+        runner.register_hook(AllowWhileLoading(), 'LOWEST')
+    with scope:
+        yield
+
+
+def users_mistake(err: BaseException) -> Optional[str]:
+    """The message of an error in the user's input, else None: as mmengine
+    builds an object from the config (led by its key), a registry miss,
+    arguments a constructor does not take or refuses (ValueError), a
+    dataset that cannot read its files; a ValueError of mmbake's code."""
+    from mmengine.registry import build_from_cfg
+
+    import mmbake
+
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]
+    codes = [frame.f_code for frame in frames]
+    if build_from_cfg.__code__ in codes:
+        at = len(codes) - codes[::-1].index(build_from_cfg.__code__)
+        cfg, registry = map(frames[at - 1].f_locals.get, ('cfg', 'registry'))
+        read = registry.name == 'dataset' and isinstance(
+            err, (OSError, RuntimeError))
+        if (read or isinstance(err, ValueError)
+                or isinstance(err, KeyError) and at == len(codes)
+                or isinstance(err, TypeError) and all(c.co_name == '__init__'
+                                                      for c in codes[at:])):
+            key = next(_keys_of(cfg, _config, ''), repr(cfg.get('type')))
+            message = str(err.args[0] if isinstance(err, KeyError) else err)
+            if read:
+                message = (f'{message.rstrip(".")}. Prepare the dataset '
+                           '(docs/get_started.md, section "Data"), or set '
+                           f'its path with --cfg-options {key}.data_root=PATH')
+            return f'{key}: {message}'
+    own = (osp.dirname(mmbake.__file__), osp.dirname(osp.dirname(__file__)))
+    if isinstance(err, ValueError) and osp.abspath(
+            codes[-1].co_filename).startswith(own):
+        return str(err)
+    return None
+
+
+def _keys_of(target: dict, node, prefix: str) -> Iterator[str]:
+    """Dotted keys under ``node`` of dicts equal to ``target`` but for
+    ``pipeline`` (tools build datasets with the test-time one)."""
+    if isinstance(node, (list, tuple)):
+        node = dict(enumerate(node))
+    for key, value in node.items() if isinstance(node, dict) else ():
+        if isinstance(value, dict) and dict(
+                value, pipeline=0) == dict(
+                    target, pipeline=0):
+            yield f'{prefix}{key}'
+        yield from _keys_of(target, value, f'{prefix}{key}.')
 
 
 @contextlib.contextmanager
 def errors_as_one_line() -> Iterator[None]:
-    """Report :data:`BUILD_ERRORS` as ``error: <message>``, exit status 2
-    (``MMBAKE_DEBUG=1``: with their traceback instead)."""
+    """End the tool with ``error: <message>``, exit status 2, on an error
+    of the user's input (:func:`users_mistake`; unless ``MMBAKE_DEBUG=1``);
+    any other keeps its traceback."""
     try:
         yield
-    except BUILD_ERRORS as err:
-        if os.environ.get('MMBAKE_DEBUG', '0') not in ('', '0'):
+    except Exception as err:  # noqa: B902 - re-raised unless the user's
+        message = users_mistake(err)
+        if message is None or os.environ.get('MMBAKE_DEBUG', '0') != '0':
             raise
-        # A KeyError's message is its argument (str() would quote it).
-        message = err.args[0] if isinstance(err, KeyError) and err.args \
-            else err
         print(f'error: {message}', file=sys.stderr, flush=True)
         leave(2)
 
 
 def say(line: str) -> None:
-    """Print ``line`` in a single write, so that the lines of ranks sharing
-    a terminal or pipe do not interleave."""
+    """Print in one write, so that the lines of ranks stay whole."""
     sys.stdout.write(line + '\n')
     sys.stdout.flush()
 
 
-def leave(status: int = 0) -> NoReturn:
-    """End the tool with ``status``. About 1 in 40 two-process gloo runs
-    (torch 2.14) abort in interpreter teardown, so a distributed process
-    tears the process group down (printing ``Rank R/W finished.`` on
-    success) and leaves through ``os._exit``; a failed single process
-    raises ``SystemExit``."""
-    import torch.distributed as torch_dist
+def leave(status: int = 0) -> None:
+    """End the tool, a process group first (``Rank R/W finished.``); about
+    1 in 40 two-process gloo runs (torch 2.14) abort in interpreter
+    teardown, so gloo's processes leave through ``os._exit``."""
+    import torch.distributed as dist
 
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        rank, world_size = torch_dist.get_rank(), torch_dist.get_world_size()
-        torch_dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():
+        rank, size, backend = (dist.get_rank(), dist.get_world_size(),
+                               dist.get_backend())
+        dist.destroy_process_group()
         if status == 0:
-            say(f'Rank {rank}/{world_size} finished.')
-    elif status != 0:
+            say(f'Rank {rank}/{size} finished.')
+        if backend == 'gloo':
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(status)
+    if status != 0:
         raise SystemExit(status)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
