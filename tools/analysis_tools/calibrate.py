@@ -116,8 +116,9 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> Dict[str, Any]:
     """Fit, fold and check; return the checkpoint to write."""
     import torch
 
-    from mmbake.models import (final_layer_of, final_linear, fit_temperature,
-                               fold_temperature)
+    from mmbake.evaluation import (final_linear, fit_temperature,
+                                   fold_temperature)
+    from mmbake.models import final_layer_of
     from mmbake.utils import load_checkpoint_weights_only
 
     check_data_paths(cfg, (LOADER, ))

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from mmpretrain.models.heads import ClsHead, LinearClsHead
 from mmpretrain.registry import MODELS
 
-from mmbake.models import (final_layer_of, final_linear, fit_temperature,
-                           fold_temperature, make_bake_head)
+from mmbake.evaluation import final_linear, fit_temperature, fold_temperature
+from mmbake.models import final_layer_of, make_bake_head
 from tests.test_models.test_heads.test_bake_heads import (FAMILIES,
                                                           IN_CHANNELS,
                                                           NUM_CLASSES,
