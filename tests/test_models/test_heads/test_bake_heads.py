@@ -175,7 +175,7 @@ def test_warns_when_batches_are_not_class_aware():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(omega=1.0), r'omega must be a float in \[0, 1\), but got 1.0'),
+    (dict(omega=-0.5), r'omega must be a float in \[0, 1\), but got -0.5'),
     (dict(temperature=0), 'temperature must be a float > 0, but got 0'),
     (dict(bake_weight=-1.0), 'bake_weight must be a float >= 0'),
     (dict(ensemble_group_size=0), 'ensemble_group_size must be None or an'),
