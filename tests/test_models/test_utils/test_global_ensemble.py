@@ -190,11 +190,12 @@ def check_steps(results, world_size, counted=True, **tolerance):
 
 @pytest.mark.parametrize('world_size', [2, 3])
 def test_global_ensemble_in_process_group(world_size):
-    """BAKEHead: the ranks agree on the batch shape at the first step (two
-    collectives); every later step makes one collective of that size and
-    no host read. Shorter batches give the single-process loss and
-    gradient; a larger one makes every rank of its group train on its own
-    predictions (no BAKE gradient), with a warning on that rank, and the
-    next step is normal again. Different feature sizes raise the same
-    error on every rank; a NaN on one rank falls back on all."""
+    """BAKEHead alone (no DDP or SyncBN, whose collectives are not mmbake's):
+    the ranks agree on the batch shape at the first step (two collectives);
+    every later step makes one collective of that size and no host read.
+    Shorter batches give the single-process loss and gradient; a larger
+    one makes every rank of its group train on its own predictions (no
+    BAKE gradient), with a warning on that rank; the next step is normal.
+    Different feature sizes raise the same error on every rank; a NaN on
+    one rank falls back on all."""
     check_steps(run_distributed(distributed_cases, world_size), world_size)
