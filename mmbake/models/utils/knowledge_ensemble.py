@@ -43,9 +43,9 @@ def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
     if feats.size(0) == 1 or omega == 0.0:
         return own.clone()  # Q = P: one image has no mate to learn from
     with torch.autocast(feats.device.type, enabled=False):
-        # Zero rows (padding of a gathered rank; a row of P sums to one)
-        # get zero rows and columns in E and a diagonal of one: the system
-        # stays positive definite, block-diagonal, the other rows' the same.
+        # Zero rows (a gathered rank's padding; a row of P sums to one) get
+        # zero rows and columns in E and a one on the diagonal: the system
+        # stays SPD and block-diagonal, the other rows' solution unchanged.
         valid = (probs.sum(dim=1) > 0.5).float()
         # Cosines lie in [-1, 1]: exp() cannot overflow, so the row softmax
         # needs no max-shift, which keeps E exactly symmetric.
