@@ -73,9 +73,9 @@ def calibrate(args: argparse.Namespace, cfg: Config) -> Dict[str, Any]:
     from mmpretrain.apis import get_model
 
     from mmbake.engine.hooks.check_labels_hook import check_labels_fit
-    from mmbake.evaluation import Calibration
-    from mmbake.models import (final_layer_of, final_linear, fit_temperature,
-                               fold_temperature)
+    from mmbake.evaluation import (Calibration, final_linear, fit_temperature,
+                                   fold_temperature)
+    from mmbake.models import final_layer_of
     from mmbake.utils import load_checkpoint_weights_only
 
     def metrics(logits: Any) -> Dict[str, float]:

@@ -1,6 +1,6 @@
 """BAKE versions of mmpretrain's classification heads."""
 import warnings
-from functools import reduce
+from functools import partial, reduce
 from typing import List, Optional, Tuple, Type
 
 import torch
@@ -11,15 +11,15 @@ from mmpretrain.models.heads import (ClsHead, LinearClsHead,
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..utils import (CUDAGraphs, check_bake_args, distillation_kl,
-                     knowledge_ensemble)
+from ..utils import (CUDAGraphs, EnsembleGroup, check_bake_args,
+                     distillation_kl, knowledge_ensemble)
 
 
 class BAKEMixin:
     """Adds BAKE to a ``ClsHead``: ``class H(BAKEMixin, SomeClsHead)``.
 
-    Replaces ``loss`` only. ``bake_final_layer`` names the layer (dotted
-    path) that maps ``pre_logits`` to the logits. Takes the BAKE arguments
+    Replaces ``loss`` only. ``bake_final_layer`` is the dotted path of the
+    layer that maps ``pre_logits`` to the logits. Takes the BAKE arguments
     of :class:`BAKEHead`, the others are the head's.
     """
 
@@ -34,21 +34,20 @@ class BAKEMixin:
                  ensemble_group_size: Optional[int] = None,
                  cuda_graph: bool = True,
                  **kwargs) -> None:
-        check_bake_args(omega, temperature, ensemble_group_size, bake_weight,
-                        cuda_graph)
+        check_bake_args(omega, temperature, bake_weight, cuda_graph)
+        # Not modules, never in the state_dict; copies of graphs are empty.
+        group = EnsembleGroup(ensemble_group_size)
         super().__init__(*args, **kwargs)
         self.omega, self.temperature = float(omega), float(temperature)
         self.bake_weight = float(bake_weight)
         self.global_ensemble = bool(global_ensemble)
-        self.ensemble_group_size = ensemble_group_size
-        # Not a module: never in the state_dict; copies (EMA) start empty.
+        self._ensemble_group = group
         self._graphs = CUDAGraphs() if cuda_graph else None
         self._layout_checked = False
 
-    @property
-    def final_layer(self) -> nn.Module:
-        """The layer that maps ``pre_logits`` to the logits."""
-        return reduce(getattr, self.bake_final_layer.split('.'), self)
+    final_layer = property(
+        lambda self: final_layer_of(self),
+        doc='The layer that maps pre_logits to logits.')
 
     def loss(self, feats: Tuple[torch.Tensor], data_samples: List[DataSample],
              **kwargs) -> dict:
@@ -63,19 +62,24 @@ class BAKEMixin:
             dict[str, Tensor]: ``loss_ce`` (the configured loss), ``loss_bake``
             and, with ``cal_acc``, the training accuracies.
         """
+        if not self._layout_checked:
+            self._layout_checked = True
+            _warn_if_not_class_aware(data_samples)
         pre_logits = self.pre_logits(feats)
         cls_score = self.final_layer(pre_logits)
         losses = self._get_loss(cls_score, data_samples, **kwargs)
         losses = dict(loss_ce=losses.pop('loss'), **losses)
         # Q: the batch's predictions propagated between similar images.
         targets = knowledge_ensemble(
-            pre_logits.flatten(1), cls_score, self.omega, self.temperature,
-            self.global_ensemble, self.ensemble_group_size, self._graphs)
+            pre_logits.flatten(1),
+            cls_score,
+            self.omega,
+            self.temperature,
+            self.global_ensemble,
+            cuda_graphs=self._graphs,
+            ensemble_group=self._ensemble_group)
         losses['loss_bake'] = self.bake_weight * self.temperature**2 * \
             distillation_kl(cls_score, targets, self.temperature, self._graphs)
-        if not self._layout_checked:
-            self._layout_checked = True
-            _warn_if_not_class_aware(data_samples)
         return losses
 
 
@@ -85,10 +89,8 @@ def _warn_if_not_class_aware(data_samples: List[DataSample]) -> None:
         int(s.gt_label[0]) for s in data_samples
         if 'gt_label' in s and s.gt_label.numel() == 1
     ]
-    if len(labels) < 4:
-        return
     same = sum(a == b for a, b in zip(labels[:-1], labels[1:]))
-    if same / (len(labels) - 1) < 0.25:
+    if len(labels) >= 4 and same / (len(labels) - 1) < 0.25:
         warnings.warn(
             'BAKE: the first training batch does not look class-aware '
             f'({same} of {len(labels) - 1} neighbouring images share a '
@@ -100,16 +102,16 @@ def _warn_if_not_class_aware(data_samples: List[DataSample]) -> None:
 # Heads whose logits are not one final layer applied to ``pre_logits``.
 _UNSUPPORTED = {
     'DeiTClsHead': 'it averages class- and distillation-token classifiers',
-    'EfficientFormerClsHead': 'it averages a class and a distillation '
-    'classifier',
+    'EfficientFormerClsHead': 'it averages class and distillation heads',
     'ConformerHead': 'it returns two sets of logits (CNN and transformer)',
 }
 SUPPORTED_HEADS = ('BAKEHead', 'BAKEVisionTransformerClsHead',
                    'BAKEStackedLinearClsHead')
 
 
-def _unsupported_error(name: str) -> ValueError:
-    return ValueError(
+def _refuse(name: str, *args, **kwargs) -> None:
+    """Raise why BAKE does not support the head family ``name``."""
+    raise ValueError(
         f'BAKE does not support {name}: {_UNSUPPORTED[name]}. Supported '
         f'head types: {", ".join(SUPPORTED_HEADS)}, or make_bake_head() for '
         'a ClsHead whose logits are one final layer applied to pre_logits.')
@@ -117,31 +119,27 @@ def _unsupported_error(name: str) -> ValueError:
 
 def make_bake_head(head_cls: Type[ClsHead],
                    final_layer: str = 'fc') -> Type[ClsHead]:
-    """Create ``'BAKE' + head_cls.__name__``, not registered.
+    """Create ``'BAKE' + head_cls.__name__`` (not registered).
 
     Args:
         head_cls (type): A single-label ``ClsHead`` subclass whose logits
             are ``final_layer(pre_logits(feats))``.
-        final_layer (str): Dotted attribute path of that layer. Defaults to
-            ``'fc'``.
+        final_layer (str): Dotted path of that layer. Defaults to ``'fc'``.
 
     Returns:
-        type: A head taking the arguments of ``head_cls`` and
-        :class:`BAKEHead`'s BAKE arguments, with the same ``state_dict``.
+        type: A head taking the arguments of ``head_cls`` and those of
+        :class:`BAKEMixin`, with the same ``state_dict``.
     """
     if not (isinstance(head_cls, type) and issubclass(head_cls, ClsHead)):
         raise ValueError('head_cls must be a subclass of mmpretrain ClsHead '
                          f'(single-label), but got {head_cls!r}.')
     for base in head_cls.__mro__:
         if base.__name__ in _UNSUPPORTED:
-            raise _unsupported_error(base.__name__)
+            _refuse(base.__name__)
+    doc = f'{head_cls.__name__} trained with BAKE (see BAKEMixin).'
     return type(
-        f'BAKE{head_cls.__name__}', (BAKEMixin, head_cls), {
-            'bake_final_layer': final_layer,
-            '__doc__': f'{head_cls.__name__} trained with BAKE; takes its '
-            'arguments plus those of BAKEMixin.',
-            '__module__': __name__,
-        })
+        f'BAKE{head_cls.__name__}', (BAKEMixin, head_cls),
+        dict(bake_final_layer=final_layer, __doc__=doc, __module__=__name__))
 
 
 @MODELS.register_module()
@@ -167,40 +165,31 @@ class BAKEHead(BAKEMixin, LinearClsHead):
     """
 
 
-# The layer (dotted path) that gives the logits of mmpretrain's heads that
-# have a BAKE version.
+# The layer that gives the logits of the heads that have a BAKE version.
 FINAL_LAYERS = {
     LinearClsHead: 'fc',
     VisionTransformerClsHead: 'layers.head',
     StackedLinearClsHead: 'fc',
 }
-
 BAKEVisionTransformerClsHead = MODELS.register_module(
-    module=make_bake_head(VisionTransformerClsHead,
-                          FINAL_LAYERS[VisionTransformerClsHead]))
+    module=make_bake_head(VisionTransformerClsHead, 'layers.head'))
 BAKEStackedLinearClsHead = MODELS.register_module(
-    module=make_bake_head(StackedLinearClsHead,
-                          FINAL_LAYERS[StackedLinearClsHead]))
+    module=make_bake_head(StackedLinearClsHead))
 
 
 def final_layer_of(head: nn.Module) -> nn.Module:
     """The layer that maps a head's ``pre_logits`` to its logits.
 
     Args:
-        head (nn.Module): A BAKE head (any :class:`BAKEMixin`, also from
-            :func:`make_bake_head`) or one of the mmpretrain heads of
-            :data:`FINAL_LAYERS` (exactly that class, not a subclass, which
-            may compute its logits otherwise).
+        head (nn.Module): A :class:`BAKEMixin` head, or one of the heads of
+            :data:`FINAL_LAYERS` (exactly: a subclass may compute its logits
+            otherwise). Any other head raises a ValueError.
 
     Returns:
         nn.Module: The final layer.
-
-    Raises:
-        ValueError: For any other head, naming the supported ones.
     """
-    if isinstance(head, BAKEMixin):
-        return head.final_layer
-    path = FINAL_LAYERS.get(type(head))
+    path = head.bake_final_layer if isinstance(head, BAKEMixin) else \
+        FINAL_LAYERS.get(type(head))
     if path is None:
         supported = list(SUPPORTED_HEADS) + [c.__name__ for c in FINAL_LAYERS]
         raise ValueError(
@@ -210,14 +199,5 @@ def final_layer_of(head: nn.Module) -> nn.Module:
     return reduce(getattr, path.split('.'), head)
 
 
-def _unsupported(name: str) -> type:
-    """A class that fails clearly when a config builds ``'BAKE' + name``."""
-
-    def __init__(self, *args, **kwargs):
-        raise _unsupported_error(name)
-
-    return type(f'BAKE{name}', (), {'__init__': __init__})
-
-
 for _name in _UNSUPPORTED:
-    MODELS.register_module(name=f'BAKE{_name}', module=_unsupported(_name))
+    MODELS.register_module(name=f'BAKE{_name}', module=partial(_refuse, _name))

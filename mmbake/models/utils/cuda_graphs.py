@@ -32,14 +32,9 @@ def layout(args: tuple) -> tuple:
 
 
 def pack(out: Any) -> Tuple[tuple, tuple]:
-    """A function's result as graph outputs: a tuple of tensors.
-
-    Several outputs of one dtype are concatenated into one flat tensor,
-    so that copying them out of the graph is one kernel.
-
-    Returns:
-        tuple: ``(spec, tensors)``; :func:`unpack` undoes it.
-    """
+    """``(spec, tensors)``: a function's result as graph outputs, several
+    of one dtype joined into one flat tensor (one copy out of the graph);
+    :func:`unpack` undoes it."""
     outs = (out, ) if torch.is_tensor(out) else tuple(out)
     joined = len(outs) > 1 and len({o.dtype for o in outs}) == 1
     spec = (torch.is_tensor(out), joined, tuple(o.shape for o in outs))
@@ -58,12 +53,9 @@ def unpack(spec: tuple, tensors: tuple) -> Any:
 
 
 def difference(result: Any, expected: Any) -> float:
-    """Largest absolute difference between two results of one function.
-
-    NaN and infinities count as equal where both results hold the same;
-    anywhere else, and for results of other shapes or dtypes, the
-    difference is infinite.
-    """
+    """Largest absolute difference between two results of one function:
+    infinite for other shapes or dtypes, or NaN or infinities where the
+    other result does not hold the same."""
     results, expecteds = pack(result)[1], pack(expected)[1]
     if [(t.shape, t.dtype) for t in results] != \
             [(t.shape, t.dtype) for t in expecteds]:
@@ -120,10 +112,8 @@ class CUDAGraphs:
     no random numbers. Calls run eagerly (same numbers) on CPU tensors,
     under ``torch.compile``, inside another capture, beyond ``max_graphs``
     layouts and after a failed capture (one warning). The first
-    ``CHECKED_REPLAYS`` replays of each graph also run eagerly and are
-    compared: a replay that differs by more than ``REPLAY_TOLERANCE`` turns
-    the graphs of that function off, with one warning, and its eager
-    result is used. Copies and pickles start empty.
+    ``CHECKED_REPLAYS`` replays of each graph are compared with eager runs
+    (:meth:`checked`). Copies and pickles start empty.
 
     Args:
         max_graphs (int): Most layouts captured. Defaults to 8.
@@ -161,8 +151,7 @@ class CUDAGraphs:
 
     def _capture(self, key: Hashable, fn: Callable,
                  args: tuple) -> Optional[_Graph]:
-        """A new graph for ``key``; None (eager) beyond the budget or if
-        the capture fails."""
+        """A new graph for ``key``; None (eager) beyond budget or failed."""
         if len(self._graphs) >= self.max_graphs:
             return None
         try:
@@ -182,18 +171,10 @@ class CUDAGraphs:
         return result
 
     def checked(self, fn: Callable, args: tuple, replayed: Any) -> Any:
-        """Compare a replayed result with ``fn(*args)`` run eagerly.
-
-        Args:
-            fn (Callable): The captured function.
-            args (tuple): The arguments of this call.
-            replayed (Any): What the graph returned for them.
-
-        Returns:
-            Any: ``replayed`` if it is within ``REPLAY_TOLERANCE`` of the
-            eager result; else the eager result, after turning the graphs
-            of ``fn`` off with one warning.
-        """
+        """``replayed`` (what the graph of ``fn`` returned for ``args``) if
+        it is within ``REPLAY_TOLERANCE`` of ``fn(*args)`` run eagerly; else
+        the eager result, after turning the graphs of ``fn`` off with one
+        warning."""
         eager = fn(*args)
         diff = difference(replayed, eager)
         if diff <= REPLAY_TOLERANCE:

@@ -4,36 +4,27 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .batch_gather import ensemble_world_size, gather_ensemble_batch
+from .batch_gather import (EnsembleGroup, ensemble_world_size,
+                           gather_ensemble_batch)
 from .cuda_graphs import CUDAGraphs, run_graphed, with_gradient
 
 
 def check_bake_args(omega: float,
                     temperature: float,
-                    ensemble_group_size: Optional[int] = None,
                     bake_weight: float = 1.0,
                     cuda_graph: bool = True) -> None:
     """Raise a ValueError naming the first BAKE argument out of range."""
-
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    def check(name: str, value, ok: bool, allowed: str) -> None:
-        if not ok:
+    for name, value, ok, allowed in (
+        ('omega', omega, lambda: 0 <= omega < 1, 'a float in [0, 1)'),
+        ('temperature', temperature, lambda: temperature > 0, 'a float > 0'),
+        ('bake_weight', bake_weight, lambda: bake_weight >= 0, 'a float >= 0'),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not ok():
             raise ValueError(f'{name} must be {allowed}, but got {value!r}.')
-
-    group = ensemble_group_size
-    check('omega', omega,
-          number(omega) and 0 <= omega < 1, 'a float in [0, 1)')
-    check('temperature', temperature,
-          number(temperature) and temperature > 0, 'a float > 0')
-    whole = isinstance(group, int) and not isinstance(group, bool)
-    check('ensemble_group_size', group, group is None or whole and group >= 1,
-          'None or an int >= 1')
-    check('bake_weight', bake_weight,
-          number(bake_weight) and bake_weight >= 0, 'a float >= 0')
-    check('cuda_graph', cuda_graph, isinstance(cuda_graph, bool),
-          'True or False')
+    if not isinstance(cuda_graph, bool):
+        raise ValueError('cuda_graph must be True or False, but got '
+                         f'{cuda_graph!r}.')
 
 
 def _soften(feats: torch.Tensor, logits: torch.Tensor,
@@ -52,12 +43,16 @@ def _propagate(feats: torch.Tensor, probs: torch.Tensor, omega: float,
     if feats.size(0) == 1 or omega == 0.0:
         return own.clone()  # Q = P: one image has no mate to learn from
     with torch.autocast(feats.device.type, enabled=False):
+        # Zero rows (a gathered rank's padding; a row of P sums to one) get
+        # zero rows and columns in E and a one on the diagonal: the system
+        # stays SPD and block-diagonal, the other rows' solution unchanged.
+        valid = (probs.sum(dim=1) > 0.5).float()
         # Cosines lie in [-1, 1]: exp() cannot overflow, so the row softmax
         # needs no max-shift, which keeps E exactly symmetric.
-        system = torch.exp(feats @ feats.t())
+        system = torch.exp(feats @ feats.t()) * valid * valid[:, None]
         system.fill_diagonal_(0.0)
         degree = system.sum(dim=1)
-        system.mul_(-omega).diagonal().add_(degree)
+        system.mul_(-omega).diagonal().add_(degree + (1.0 - valid))
         # Positive definite for w < 1: the unchecked factorisation cannot
         # fail and needs no host synchronisation.
         chol, _ = torch.linalg.cholesky_ex(system)
@@ -83,7 +78,8 @@ def knowledge_ensemble(
         temperature: float = 4.0,
         global_ensemble: bool = False,
         ensemble_group_size: Optional[int] = None,
-        cuda_graphs: Optional[CUDAGraphs] = None) -> torch.Tensor:
+        cuda_graphs: Optional[CUDAGraphs] = None,
+        ensemble_group: Optional[EnsembleGroup] = None) -> torch.Tensor:
     """The BAKE targets ``Q = (1 - w) (I - w A)^-1 softmax(logits / T)``.
 
     ``A`` is the row softmax of the cosine similarities ``f_i . f_j`` over
@@ -108,26 +104,32 @@ def knowledge_ensemble(
         cuda_graphs (CUDAGraphs, optional): Replay the parts on either side
             of the gather from these CUDA graphs (the same numbers); None
             runs eagerly. Defaults to None.
+        ensemble_group (EnsembleGroup, optional): In place of
+            ``ensemble_group_size``, kept between calls (as the heads do):
+            see :func:`gather_ensemble_batch`. Defaults to None.
 
     Returns:
         Tensor: Float32 targets for this rank's rows, shape (B, K).
     """
-    check_bake_args(omega, temperature, ensemble_group_size)
+    check_bake_args(omega, temperature)
     if feats.dim() != 2 or logits.dim() != 2 or \
             feats.size(0) != logits.size(0) or feats.size(0) == 0:
         raise ValueError(
             'feats and logits must be 2-D, hold the same number of images '
             f'and at least one image, but got shapes {tuple(feats.shape)} '
             f'and {tuple(logits.shape)}.')
+    if ensemble_group is not None and ensemble_group_size is not None:
+        raise ValueError(
+            'ensemble_group_size must be None with ensemble_group')
+    group = ensemble_group or EnsembleGroup(ensemble_group_size)
     omega, temperature = float(omega), float(temperature)
-    if not (global_ensemble and ensemble_world_size(ensemble_group_size) > 1):
+    if not (global_ensemble and ensemble_world_size(group.group_size) > 1):
         return run_graphed(cuda_graphs, _local_targets, feats, logits, omega,
                            temperature)
     # Collectives stay outside the graphs.
     feats, probs = run_graphed(cuda_graphs, _soften, feats, logits,
                                temperature)
-    feats, probs, start = gather_ensemble_batch(feats, probs,
-                                                ensemble_group_size)
+    feats, probs, start = gather_ensemble_batch(feats, probs, group)
     return run_graphed(cuda_graphs, _propagate, feats, probs, omega, start,
                        start + logits.size(0))
 

@@ -12,57 +12,42 @@ from mmbake.models.utils.cuda_graphs import (CHECKED_REPLAYS, CUDAGraphs,
                                              run_graphed, unpack)
 
 
-def double_and_sum(x, y, scale):
-    return scale * x, (x + y).sum()
-
-
-def test_cpu_inputs_run_eagerly_without_capturing():
-    graphs = CUDAGraphs()
-    x, y = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4)
-    doubled, total = graphs(double_and_sum, x, y, 2.0)
-    torch.testing.assert_close(doubled, 2 * x.detach())
-    torch.testing.assert_close(total, (x + y).sum().detach())
-    # No autograd inside, nothing captured.
-    assert not doubled.requires_grad and len(graphs) == 0
-    # Without graphs, the function itself.
-    torch.testing.assert_close(
-        run_graphed(None, double_and_sum, x, y, 2.0)[1], total)
-
-
-def test_copies_and_pickles_are_empty_and_keep_settings():
-    graphs = CUDAGraphs(max_graphs=3)
-    for clone in (copy.deepcopy(graphs), pickle.loads(pickle.dumps(graphs))):
-        assert isinstance(clone, CUDAGraphs) and clone is not graphs
-        assert (clone.max_graphs, len(clone)) == (3, 0)
-
-
-def test_bad_arguments():
-    with pytest.raises(ValueError, match='max_graphs must be an int >= 0'):
-        CUDAGraphs(max_graphs=-1)
-
-
 def scale_rows(x, scale):
     return scale * x, x.sum(1)
 
 
-@pytest.mark.parametrize('out', [
-    torch.arange(6.).view(2, 3),
-    (torch.ones(2, 3), torch.zeros(4)),
-    (torch.ones(2), torch.zeros(3, dtype=torch.int64)),
+def test_cpu_inputs_run_eagerly_copies_start_empty():
+    graphs = CUDAGraphs(max_graphs=3)
+    x = torch.randn(3, 4, requires_grad=True)
+    scaled, total = graphs(scale_rows, x, 2.0)
+    torch.testing.assert_close(scaled, 2 * x.detach())
+    # No autograd inside, nothing captured; without graphs, the function.
+    assert not scaled.requires_grad and len(graphs) == 0
+    torch.testing.assert_close(run_graphed(None, scale_rows, x, 2.0)[1], total)
+    for clone in (copy.deepcopy(graphs), pickle.loads(pickle.dumps(graphs))):
+        assert isinstance(clone, CUDAGraphs) and clone is not graphs
+        assert (clone.max_graphs, len(clone)) == (3, 0)
+    with pytest.raises(ValueError, match='max_graphs must be an int >= 0'):
+        CUDAGraphs(max_graphs=-1)
+
+
+# One dtype: one flat tensor to copy out of a graph.
+@pytest.mark.parametrize('out, packed', [
+    (torch.arange(6.).view(2, 3), 1),
+    ((torch.ones(2, 3), torch.zeros(4)), 1),
+    ((torch.ones(2), torch.zeros(3, dtype=torch.int64)), 2),
 ])
-def test_pack_unpack_round_trip(out):
+def test_pack_unpack_round_trip(out, packed):
     spec, tensors = pack(out)
-    outs = (out, ) if torch.is_tensor(out) else out
-    # One dtype: one flat tensor to copy out of a graph.
-    joined = len(outs) > 1 and len({o.dtype for o in outs}) == 1
-    assert len(tensors) == (1 if joined else len(outs))
+    assert len(tensors) == packed
     back = unpack(spec, tensors)
     assert type(back) is type(out)
-    for got, want in zip((back, ) if torch.is_tensor(back) else back, outs):
-        assert torch.equal(got, want)
+    if torch.is_tensor(out):
+        back, out = (back, ), (out, )
+    assert all(torch.equal(got, want) for got, want in zip(back, out))
 
 
-def test_difference():
+def test_difference_and_layout():
     x = torch.tensor([[1.0, float('nan')], [float('inf'), 2.0]])
     assert difference(x, x.clone()) == 0.0
     assert difference((x, x), (x, x + 1e-3)) == pytest.approx(1e-3, rel=1e-4)
@@ -72,30 +57,19 @@ def test_difference():
     assert difference(x, -x) == math.inf
     assert difference(x, x[:1]) == difference(x, x.double()) == math.inf
     assert difference(x, (x, x)) == math.inf
-
-
-def test_layout_of_a_call():
-    x = torch.zeros(2, 3)
-    assert layout((x, 0.5)) == ((x.shape, x.dtype, x.device, (3, 1)), 0.5)
+    assert layout((x, 0.5)) == ((x.shape, x.dtype, x.device, (2, 1)), 0.5)
     assert layout((x.t(), 0.5)) != layout((x, 0.5))  # strides count
 
 
-def test_a_replay_equal_to_eager_is_kept():
-    graphs = CUDAGraphs()
-    x = torch.randn(4, 3)
+def test_replays_checked_against_eager():
+    graphs, x = CUDAGraphs(), torch.randn(4, 3)
     replayed = scale_rows(x, 2.0)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert graphs.checked(scale_rows, (x, 2.0), replayed) is replayed
     assert graphs._eager == set()
-
-
-def test_a_replay_that_differs_from_eager_is_turned_off():
-    graphs = CUDAGraphs()
-    x = torch.randn(4, 3)
-    wrong = (2.0 * x, x.sum(1) + 1e-4)
     with pytest.warns(UserWarning) as caught:
-        out = graphs.checked(scale_rows, (x, 2.0), wrong)
+        out = graphs.checked(scale_rows, (x, 2.0), (2 * x, x.sum(1) + 1e-4))
     # One warning that names the function, the layout and the difference.
     assert len(caught) == 1
     message = str(caught[0].message)

@@ -1,163 +1,201 @@
-"""global_ensemble=True in real gloo process groups of 2 and 3 ranks."""
+"""global_ensemble in real gloo process groups of 2 and 3 ranks (CUDA, in
+test_gpu.py: the same steps, CUDA graphs on and off)."""
+import contextlib
+import warnings
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from mmbake.models import knowledge_ensemble
+from mmbake.models import BAKEHead, knowledge_ensemble
 from tests.dist_utils import run_distributed
-from tests.test_models.test_utils.test_knowledge_ensemble import \
-    reference_targets as _reference
-
-
-def reference_targets(feats, logits):
-    return _reference(feats, logits, 0.5, 4.0)
-
 
 pytestmark = pytest.mark.dist
 
 DIM, CLASSES = 16, 7
-
-
-def rank_batch(rank, sizes):
-    """The batch of ``rank``: ranks hold different numbers of images."""
-    gen = torch.Generator().manual_seed(100 + rank)
-    return (torch.randn(sizes[rank], DIM, generator=gen),
-            torch.randn(sizes[rank], CLASSES, generator=gen) * 3)
-
-
-CASES = {
-    3: [((4, 1, 6), None), ((4, 1, 6), 2), ((2, 3, 5), 1)],
+# One training run per world size: at most 8 images per rank at the first
+# step (the size the ranks agree on), then as many or fewer (a plain
+# sampler's last batch) and, at step 3, one rank's 9: more than agreed.
+STEPS = {
+    2: [(8, 8), (8, 8), (8, 5), (9, 8), (3, 8)],
+    3: [(8, 6, 8), (8, 8, 8), (4, 1, 6), (8, 9, 8), (2, 3, 5)],
 }
+GROUP_SIZES = {2: [None], 3: [None, 2]}  # 2 of 3: groups {0, 1} and {2}
 
 
-def ensemble_cases(rank, world_size):
-    """Every case of this world size, then the two error paths."""
-    out = {}
-    for sizes, group_size in CASES[world_size]:
-        feats, logits = rank_batch(rank, sizes)
-        # Gradients must not flow through the gather.
-        feats.requires_grad_(True)
-        targets = knowledge_ensemble(
-            feats,
-            logits,
-            global_ensemble=True,
-            ensemble_group_size=group_size)
-        assert not targets.requires_grad
-        out[sizes, group_size] = targets
+class Counter(TorchDispatchMode):
+    """A spy on one step (every operation runs as without it): every
+    tensor operation passes the dispatcher, whatever Python call started
+    it; ``c10d`` operators are the collectives (kept with their tensors'
+    shapes), ``aten._local_scalar_dense`` each read of a value into Python
+    (``item``, ``bool``, ``int``, ``float``). ``tolist``, ``numpy``, ``cpu``
+    read a CPU tensor without an operator: they are wrapped for the step.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.collectives, self.reads, self.saved = [], 0, {}
+
+    def __enter__(self):
+        for name in ('tolist', 'numpy', 'cpu'):
+            self.saved[name] = real = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self.spy(real))
+        return super().__enter__()
+
+    def spy(self, real):
+
+        def read(*args, **kwargs):
+            self.reads += 1
+            return real(*args, **kwargs)
+
+        return read
+
+    def __exit__(self, *exc):
+        for name, real in self.saved.items():
+            setattr(torch.Tensor, name, real)
+        return super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith('c10d.'):
+            self.collectives.append([
+                tuple(t.shape) for t in tree_leaves(args) if torch.is_tensor(t)
+            ])
+        self.reads += str(func).startswith('aten._local_scalar_dense')
+        return func(*args, **(kwargs or {}))
+
+
+def rank_batch(rank, sizes, step=0):
+    gen = torch.Generator().manual_seed(100 * step + rank)
+    return (torch.randn(sizes[rank], DIM, generator=gen),
+            3 * torch.randn(sizes[rank], CLASSES, generator=gen))
+
+
+def group_batch(rank, world_size, group_size, sizes, step=0):
+    """The ranks of ``rank``'s group, their batches concatenated, and the
+    rows of ``rank`` in them."""
+    first = rank // (group_size or world_size) * (group_size or world_size)
+    group = range(first, min(first + (group_size or world_size), world_size))
+    feats, logits = (
+        torch.cat(t)
+        for t in zip(*[rank_batch(r, sizes, step) for r in group]))
+    start = sum(sizes[r] for r in group if r < rank)
+    return group, feats, logits, slice(start, start + sizes[rank])
+
+
+def make_head(group_size, cuda_graph=True):
+    torch.manual_seed(0)  # the same weights on every rank
+    kwargs = dict(ensemble_group_size=group_size, cuda_graph=cuda_graph)
+    return BAKEHead(CLASSES, DIM, bake_weight=0.7, **kwargs)
+
+
+def distributed_cases(rank, world_size, device='cpu', cuda_graph=True):
+    """Per group size, one BAKEHead through STEPS: per step its loss_bake,
+    feature gradient, collectives and host reads (counted on the CPU) and
+    warnings. Then knowledge_ensemble's two error paths."""
+    from mmpretrain.structures import DataSample
+    steps, graphs = {}, {}
+    for group_size in GROUP_SIZES[world_size]:
+        head = make_head(group_size, cuda_graph).to(device)
+        for step, sizes in enumerate(STEPS[world_size]):
+            feats = rank_batch(rank, sizes, step)[0].to(device)
+            samples = [
+                DataSample().set_gt_label(i // 2 % CLASSES).to(device)
+                for i in range(sizes[rank])
+            ]
+            counter = Counter()
+            with warnings.catch_warnings(record=True) as caught, \
+                    counter if device == 'cpu' else contextlib.nullcontext():
+                warnings.simplefilter('always')
+                loss = head.loss((feats.requires_grad_(True), ),
+                                 samples)['loss_bake']
+                loss.backward()
+            warned = [
+                str(w.message) for w in caught
+                if 'agreed' in str(w) or 'CUDAGraphs' in str(w)
+            ]
+            steps[group_size,
+                  step] = (loss.detach().cpu(), feats.grad.cpu(),
+                           counter.collectives, counter.reads, warned)
+        graphs[group_size] = len(head._graphs or ())
+    errors = {}
     try:  # one rank's feature size differs: every rank must raise
         knowledge_ensemble(
-            torch.randn(4, DIM + rank),
-            torch.randn(4, CLASSES),
+            torch.randn(4, DIM + rank, device=device),
+            torch.randn(4, CLASSES, device=device),
             global_ensemble=True)
-        out['mismatch'] = 'no error'
     except ValueError as err:
-        out['mismatch'] = str(err)
+        errors['mismatch'] = str(err)
     feats, logits = rank_batch(rank, (4, ) * world_size)
-    if rank == 1:
-        logits[0, 0] = float('nan')
-    out['nonfinite'] = knowledge_ensemble(feats, logits, global_ensemble=True)
-    out['own'] = torch.softmax(logits / 4.0, dim=1)
-    return out
+    logits[0, 0] = float('nan') if rank == 1 else logits[0, 0]
+    errors['nonfinite'] = knowledge_ensemble(
+        feats.to(device), logits.to(device), global_ensemble=True).cpu()
+    errors['own'] = torch.softmax(logits / 4.0, dim=1)
+    return steps, errors, graphs
 
 
-def expected_targets(rank, sizes, group_size, ensemble=knowledge_ensemble):
-    """Single-process computation over the concatenated group batch."""
-    world = len(sizes)
-    group_size = group_size or world
-    first = rank // group_size * group_size
-    members = range(first, min(first + group_size, world))
-    batches = [rank_batch(r, sizes) for r in members]
-    feats = torch.cat([b[0] for b in batches])
-    logits = torch.cat([b[1] for b in batches])
-    targets = ensemble(feats, logits)
-    offset = sum(sizes[r] for r in members if r < rank)
-    return targets[offset:offset + sizes[rank]]
+def single_process(rank, world_size, group_size, step, ensembled):
+    """loss_bake and feature gradient of ``rank`` computed in one process
+    over its group's batches; its own predictions as targets if not
+    ``ensembled``."""
+    head = make_head(group_size)
+    _, feats, _, rows = group_batch(rank, world_size, group_size,
+                                    STEPS[world_size][step], step)
+    with torch.no_grad():
+        logits = head.fc(feats)
+        targets = knowledge_ensemble(feats, logits) if ensembled else \
+            F.softmax(logits / 4.0, dim=1)
+    mine = feats[rows].clone().requires_grad_(True)
+    # The KL of this rank's images only; no gradient through the targets.
+    loss = 0.7 * 16.0 * F.kl_div(
+        F.log_softmax(head.fc(mine) / 4.0, dim=1),
+        targets[rows],
+        reduction='batchmean')
+    loss.backward()
+    return loss.detach(), mine.grad
 
 
-def check_ensemble(results, world_size):
-    """``ensemble_cases`` of every rank against one process."""
-    for rank, out in enumerate(results):
-        for sizes, group_size in CASES[world_size]:
-            targets = out[sizes, group_size]
-            assert targets.shape == (sizes[rank], CLASSES)
-            # Equal to the single-process result over the (group's)
-            # concatenated batch, though ranks hold different sizes.
-            torch.testing.assert_close(
-                targets, expected_targets(rank, sizes, group_size))
-            # ... and to the float64 explicit inverse within 1e-6.
-            torch.testing.assert_close(
-                targets.double(),
-                expected_targets(rank, sizes, group_size, reference_targets),
-                atol=1e-6,
-                rtol=0)
-        assert 'same feature and class dimensions' in out['mismatch']
-        assert '(16, 7), (17, 7)' in out['mismatch']
+def check_steps(results, world_size, counted=True, **tolerance):
+    """``distributed_cases`` of every rank: against one process and, where
+    ``counted``, the collectives and host reads of every step."""
+    for rank, (steps, errors, _) in enumerate(results):
+        for (group_size, step), out in steps.items():
+            loss, grad, collectives, reads, warned = out
+            sizes = STEPS[world_size][step]
+            group = group_batch(rank, world_size, group_size, sizes)[0]
+            larger = [r for r in group if sizes[r] > 8]
+            for got, want in zip((loss, grad),
+                                 single_process(rank, world_size, group_size,
+                                                step, not larger)):
+                torch.testing.assert_close(got, want, **tolerance)
+            # The first step exchanges the shapes, then the rows; later
+            # steps only the rows. A group of one rank gathers nothing.
+            rows = [(8, DIM + CLASSES)] * (len(group) + 1)
+            expected = [] if len(group) == 1 else [rows] if step else \
+                [[(3, )] * (len(group) + 1), rows]
+            assert not counted or collectives == expected and (step == 0
+                                                               or reads == 0)
+            assert len(warned) == (rank in larger), warned
+            assert rank not in larger or '9 images of 16 features and 7 ' \
+                'classes' in warned[0] and 'at most 8 of 16 and 7' in warned[0]
+        assert 'same feature and class dimensions' in errors['mismatch']
+        assert str([(16 + r, 7) for r in range(world_size)]) in \
+            errors['mismatch']
         # A NaN on rank 1 makes every rank fall back to its own
         # predictions (no BAKE term), and no rank waits on another.
         torch.testing.assert_close(
-            out['nonfinite'], out['own'], equal_nan=True)
+            errors['nonfinite'], errors['own'], equal_nan=True, **tolerance)
 
 
-def make_head(group_size):
-    from mmbake.models import BAKEHead
-    torch.manual_seed(0)  # the same weights on every rank
-    return BAKEHead(
-        num_classes=CLASSES,
-        in_channels=DIM,
-        bake_weight=0.7,
-        ensemble_group_size=group_size)
-
-
-def head_cases(rank, world_size):
-    """BAKEHead's loss and feature gradient with a gathered batch."""
-    from mmpretrain.structures import DataSample
-    out = {}
-    for sizes, group_size in CASES[world_size]:
-        feats = rank_batch(rank, sizes)[0].requires_grad_(True)
-        samples = [
-            DataSample().set_gt_label(i // 2 % CLASSES)
-            for i in range(sizes[rank])
-        ]
-        loss = make_head(group_size).loss((feats, ), samples)['loss_bake']
-        loss.backward()
-        out[sizes, group_size] = (loss.detach(), feats.grad)
-    return out
-
-
-def check_head(results, world_size):
-    """``head_cases`` of every rank against one process."""
-    for rank, out in enumerate(results):
-        for sizes, group_size in CASES[world_size]:
-            loss, grad = out[sizes, group_size]
-            # The rank's rows of the group's ensemble of the head's logits,
-            # distilled into this rank's logits only: KL averaged over this
-            # rank's images, no gradient through the targets.
-            head = make_head(group_size)
-            group = group_size or world_size
-            members = range(rank // group * group,
-                            min(rank // group * group + group, world_size))
-            all_feats = torch.cat([rank_batch(r, sizes)[0] for r in members])
-            with torch.no_grad():
-                targets = knowledge_ensemble(all_feats, head.fc(all_feats))
-            start = sum(sizes[r] for r in members if r < rank)
-            targets = targets[start:start + sizes[rank]]
-            feats = rank_batch(rank, sizes)[0].requires_grad_(True)
-            log_student = torch.log_softmax(head.fc(feats) / 4.0, dim=1)
-            expected = 0.7 * 16.0 * torch.nn.functional.kl_div(
-                log_student, targets, reduction='batchmean')
-            expected.backward()
-            torch.testing.assert_close(loss, expected.detach())
-            torch.testing.assert_close(grad, feats.grad)
-
-
-def all_cases(rank, world_size):
-    return ensemble_cases(rank, world_size), head_cases(rank, world_size)
-
-
-def test_global_ensemble_and_head_loss_in_process_group():
-    """One gloo run of three ranks (unequal batches, groups of 3, 2 and 1):
-    ``knowledge_ensemble`` with ``global_ensemble`` and ``BAKEHead``'s loss
-    over the gathered batch. Two-rank gloo runs: the calibration metric's
-    test and the tools' (tests/test_reliability)."""
-    results = run_distributed(all_cases, 3)
-    check_ensemble([ensemble for ensemble, _ in results], 3)
-    check_head([head for _, head in results], 3)
+@pytest.mark.parametrize('world_size', [2, 3])
+def test_global_ensemble_in_process_group(world_size):
+    """BAKEHead alone (no DDP or SyncBN, whose collectives are not mmbake's):
+    the ranks agree on the batch shape at the first step (two collectives);
+    every later step makes one collective of that size and no host read.
+    Shorter batches give the single-process loss and gradient; a larger
+    one makes every rank of its group train on its own predictions (no
+    BAKE gradient), with a warning on that rank; the next step is normal.
+    Different feature sizes raise the same error on every rank; a NaN on
+    one rank falls back on all."""
+    check_steps(run_distributed(distributed_cases, world_size), world_size)
