@@ -8,11 +8,10 @@ mmpretrain's registries (``MODELS``, ``DATA_SAMPLERS``, ``TRANSFORMS``,
 mmpretrain's ``ModelHub``. Nothing of mmengine, mmpretrain or torch is
 replaced (the opt-in :mod:`mmbake.compat` is imported only by name).
 """
-from .datasets import *  # noqa: F401,F403
-from .engine import *  # noqa: F401,F403
-from .evaluation import *  # noqa: F401,F403
+# The subpackages register their types as they are imported. Imported as
+# modules, not with *: mmbake.models.utils must not shadow mmbake.utils.
+from . import datasets, engine, evaluation, models  # noqa: F401
 from .model_zoo import register_bake_models
-from .models import *  # noqa: F401,F403
 from .version import __version__, version_info
 
 # mmpretrain.list_models('*bake*') and get_model('bake_...') find our zoo.

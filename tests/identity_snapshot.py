@@ -66,7 +66,7 @@ def libraries_own(key: Key, value: object) -> bool:
 
 
 def changes(before: Dict[Key, object], after: Dict[Key, object],
-            allowlist: list) -> dict:
+            allowlist: set) -> dict:
     """Keys of ``before`` rebound in ``after``, keys new in ``after`` of a
     module or class in ``before``, and whether the allowlist changed."""
     import torch
@@ -77,7 +77,8 @@ def changes(before: Dict[Key, object], after: Dict[Key, object],
                         and not libraries_own(k, after[k])),
         added=sorted('.'.join(k) for k, v in after.items() if k not in before
                      and k[:-1] in owners and not libraries_own(k, v)),
-        allowlist_changed=torch.serialization.get_safe_globals() != allowlist)
+        allowlist_changed=set(torch.serialization.get_safe_globals())
+        != allowlist)
 
 
 def report(stdout: str) -> dict:
@@ -98,7 +99,7 @@ def main() -> None:
             importlib.import_module(name)
     import torch
     from mmengine.runner import CheckpointLoader
-    allowlist = torch.serialization.get_safe_globals()
+    allowlist = set(torch.serialization.get_safe_globals())
     before, schemes = snapshot(), set(CheckpointLoader._schemes)
     importlib.import_module('mmbake')
     if args.argv:
@@ -112,7 +113,7 @@ def main() -> None:
         schemes_added=sorted(set(CheckpointLoader._schemes) - schemes),
         watched_modules=sorted(filter(watched, sys.modules)))
     if args.then:
-        allowlist = torch.serialization.get_safe_globals()
+        allowlist = set(torch.serialization.get_safe_globals())
         importlib.import_module(args.then)
         found['then'] = changes(after, snapshot(), allowlist)
     print('SNAPSHOT ' + json.dumps(found))

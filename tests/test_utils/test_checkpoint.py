@@ -48,15 +48,12 @@ def test_mmengine_format_loads_inside_the_block_only(tmp_path,
     # Exactly how mmengine 0.10.7 loads for resume / load_from.
     with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
         CheckpointLoader.load_checkpoint(mmengine_format, map_location='cpu')
-    torch.serialization.add_safe_globals([Payload])
-    try:
-        allowlist = torch.serialization.get_safe_globals()
+    with torch.serialization.safe_globals([Payload]):
+        allowlist = set(torch.serialization.get_safe_globals())
         with checkpoint_globals():
             loaded = CheckpointLoader.load_checkpoint(mmengine_format)
         # Left as it was, entries registered before the block included.
-        assert torch.serialization.get_safe_globals() == allowlist
-    finally:
-        torch.serialization.clear_safe_globals()
+        assert set(torch.serialization.get_safe_globals()) == allowlist
     info = loaded['message_hub']['runtime_info']
     assert type(info['eta']) is np.float64
     assert info['weights'].dtype == np.float32
@@ -67,12 +64,12 @@ def test_mmengine_format_loads_inside_the_block_only(tmp_path,
 
 
 def test_an_exception_inside_the_block_restores_the_allowlist():
-    allowlist = torch.serialization.get_safe_globals()
+    allowlist = set(torch.serialization.get_safe_globals())
     with pytest.raises(KeyError, match='raised inside'):
         with checkpoint_globals():
             assert HistoryBuffer in torch.serialization.get_safe_globals()
             raise KeyError('raised inside')
-    assert torch.serialization.get_safe_globals() == allowlist
+    assert set(torch.serialization.get_safe_globals()) == allowlist
 
 
 def test_code_is_refused_inside_the_block(tmp_path):
