@@ -185,6 +185,7 @@ def test_amp_without_gpu_and_without_class_aware_batches(
         *tiny_cfg_options,
         'default_hooks.logger.interval=1',
         'train_dataloader.batch_sampler=None',
+        'train_dataloader.dataset.indices=96',  # bfloat16 is slow on a CPU
         'train_dataloader.persistent_workers=True'  # without workers
     ])
     out = result.stdout + result.stderr
@@ -194,10 +195,9 @@ def test_amp_without_gpu_and_without_class_aware_batches(
     dumped = (tmp_path / osp.basename(BAKE_CONFIG)).read_text()
     assert "type='BFloat16OptimWrapper'" in dumped
     assert 'mmbake: train_dataloader.persistent_workers=False (torch' in out
-    assert 'Epoch(train) [1][20/20]' in out  # 320 images, batch 16
+    assert 'Epoch(train) [1][6/6]' in out  # 96 images, batch 16
     losses = [float(v) for v in re.findall(r' loss_bake: (\S+)', out)]
-    assert len(losses) == 20 and all(map(math.isfinite,
-                                         losses)) and any(losses)
+    assert len(losses) == 6 and all(map(math.isfinite, losses)) and any(losses)
     assert 'BAKE: the first training batch does not look class-aware' in out
     assert ("batch_sampler=dict(type='ClassAwareBatchSampler', "
             'num_instances=2)') in out

@@ -3,8 +3,9 @@
 Two ranks (one process killed while it saves: test_atomic_checkpoints.py):
 a BAKE run parked at iteration 3 of epoch 2 (pause_hook.py) gets SIGKILL in
 every process; ``--resume`` alone continues from ``epoch_1.pth`` to the
-weights of a run never interrupted, which dist_test.sh then tests. Three
-ranks: an iteration-based run.
+weights of a run never interrupted, which dist_test.sh then tests; precise
+BN (BatchSamplerPreciseBNHook) after each epoch, before the checkpoint is
+saved. Three ranks: an iteration-based run.
 
 Reproducibility as in test_train_test.py's ``stock`` run (one worker, not
 persistent; ``deterministic=True``), with ``randomness.seed=None``: the
@@ -24,6 +25,7 @@ from .tool_runs import (DIST_TEST, PAUSE_ENV, PAUSE_MARKER,
 
 pytestmark = pytest.mark.dist
 EPOCHS, NPROC = 2, 2
+PRECISE_BN = 'Finish Precise BN, BN stats updated.'
 # Parked before this iteration (0-based) of the last epoch: mid-epoch.
 PAUSE_ITER = 3
 
@@ -48,7 +50,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path,
     finally:
         kill_group(proc)
     assert proc.returncode != 0 and not osp.exists(osp.join(killed, last))
-    assert re.search(rf'Epoch\(train\) \[2\]\[\s*{PAUSE_ITER}/', read(log))
+    text = read(log)
+    assert re.search(rf'Epoch\(train\) \[2\]\[\s*{PAUSE_ITER}/', text)
+    # 16 images // (8 per batch x 2 ranks): one batch, before the save.
+    assert text.index('run 1 iters...') < text.index(PRECISE_BN) < text.index(
+        'Saving checkpoint at 1 epochs')
     seed = load_checkpoint(osp.join(killed, 'epoch_1.pth'))['meta']['seed']
 
     # 2. --resume alone: from epoch_1.pth, with the checkpoint's seed.
@@ -58,6 +64,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path,
     assert resumed.returncode == 0, out[-4000:]
     assert 'resumed epoch: 1' in out and 'Epoch(train) [1]' not in out
     assert f'Resuming with the seed of the checkpoint, {seed}' in out
+    assert out.count(PRECISE_BN) == 1  # after epoch 2 only
 
     # 3. The uninterrupted run with that seed ends with the same model; it
     # is also the two-rank, epoch-based global BAKE run of dist_train.sh.
@@ -67,10 +74,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path,
         *train_command(config, reference, NPROC, '--cfg-options',
                        f'randomness.seed={seed}'))
     check_global_bake_run(ran, NPROC, 'epoch', EPOCHS)
+    out = ran.stdout + ran.stderr
     # The tools started gloo on both ranks (no GPU: conftest.py).
-    assert (ran.stdout + ran.stderr).count('"gloo" instead of "nccl"') == 2
+    assert out.count('"gloo" instead of "nccl"') == 2
     assert re.search(rf'^Final top-1 \(val, epoch {EPOCHS}\): \d+\.\d\d$',
                      ran.stdout, re.MULTILINE)
+    assert out.count(PRECISE_BN) == EPOCHS
     assert_same_weights(osp.join(reference, last), osp.join(killed, last))
 
     # 4. tools/dist_test.sh on two ranks tests the checkpoint.
@@ -81,11 +90,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path,
     assert tested.returncode == 0, out[-3000:]
     assert 'Rank 0/2 finished.' in out and 'Rank 1/2 finished.' in out
     assert re.search(r'^Test top-1: \d+\.\d\d$', tested.stdout, re.MULTILINE)
-    # Each rank keeps its BatchNorm statistics (broadcast_buffers=False), and
-    # a resumed rank 1 starts from rank 0's: the runs' top-1 may differ by an
-    # image; within each run the ranks agree.
+    # Each rank keeps its BatchNorm statistics (broadcast_buffers=False) and
+    # a resumed rank 1 starts from rank 0's, but precise BN after the last
+    # epoch gives every rank the average: both runs validate alike.
     results = rank_results(resumed.stdout)
-    assert sorted(results) == [0, 1] and len(set(results.values())) == 1
+    assert sorted(results) == [0, 1]
+    assert set(results.values()) == set(rank_results(ran.stdout).values())
 
 
 def test_three_ranks_iteration_based(tmp_path, fashion_mnist_small_root,

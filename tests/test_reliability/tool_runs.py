@@ -42,7 +42,8 @@ def write_config(path: str,
                  num_workers: int = 0) -> str:
     """Write at ``path`` (returned) the BAKE Fashion-MNIST config (global
     ensembling) shrunk to ``length`` epochs or iterations over 203 images of
-    ``data_root``, batch 8, one checkpoint kept, with the pause hook."""
+    ``data_root``, batch 8, one checkpoint kept, with the pause hook; by
+    epoch, precise BN on 16 images after each (one batch per rank on 2)."""
     sampler = dict(epoch='DefaultSampler', iter='InfiniteSampler')[loop]
     loader = 'num_workers={}, persistent_workers=False, dataset=dict(' \
         f'data_root={data_root!r}, indices={{}})'
@@ -58,7 +59,9 @@ custom_hooks = [dict(type='ReliabilityPauseHook')]
 log_processor = dict(by_epoch={loop == 'epoch'})
 """
     if loop == 'epoch':
-        text += f"""train_cfg = dict(max_epochs={length},
+        text += f"""custom_hooks = [dict(type='ReliabilityPauseHook'),
+    dict(type='BatchSamplerPreciseBNHook', num_samples=16)]
+train_cfg = dict(max_epochs={length},
     val_interval={length})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(
     interval=1, max_keep_ckpts=1))

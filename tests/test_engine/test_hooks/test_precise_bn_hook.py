@@ -5,7 +5,8 @@ The BAKE Fashion-MNIST config, shrunk: 64 real 28x28 images, batch 8
 images after epoch 2 only. One process trains 3 epochs of 8 iterations:
 epoch 3 moves the running statistics on from those the checkpoint of
 epoch 2 holds, so a checkpoint saved before the update would show in the
-final buffers of a run resumed from it. Two gloo ranks train 2 epochs of 4.
+final buffers of a run resumed from it. Two gloo ranks: the kill/resume run
+of tests/test_reliability/test_kill_resume.py carries the hook.
 """
 import argparse
 import logging
@@ -18,7 +19,6 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from mmbake.engine.hooks import BatchSamplerPreciseBNHook
-from tests.dist_utils import run_distributed
 
 CONFIG = osp.join(
     osp.dirname(__file__), *[osp.pardir] * 3, 'configs', 'bake',
@@ -87,20 +87,6 @@ def assert_same_state(state: dict, expected: dict) -> None:
         torch.testing.assert_close(state[key], expected[key], msg=key)
 
 
-def _train_on_ranks(rank: int, world_size: int, cfg: dict) -> dict:
-    # The process group exists: the runner starts none. DDP of a CPU model
-    # needs device_ids=None.
-    messages, runner, state = train(
-        cfg,
-        launcher='pytorch',
-        model_wrapper_cfg=dict(
-            type='MMDistributedDataParallel',
-            device_ids=None,
-            broadcast_buffers=False))
-    check_refused(runner, 15, r'num_samples \(15\).*\(8 x 2 = 16\)')
-    return dict(messages=messages, state=state)
-
-
 def test_update_before_the_save_and_resume(tiny_cfg_options, tmp_path):
     cfg = tiny_cfg(tiny_cfg_options, str(tmp_path / 'full'), epochs=3)
     messages, runner, full = train(cfg)
@@ -119,16 +105,3 @@ def test_update_before_the_save_and_resume(tiny_cfg_options, tmp_path):
         load_from=str(tmp_path / 'full' / 'epoch_2.pth'))
     assert any('running_var' in key for key in full)
     assert_same_state(resumed, full)
-
-
-@pytest.mark.dist
-def test_two_ranks_update_alike(tiny_cfg_options, tmp_path):
-    # Two epochs: the update after epoch 2 is the run's last step.
-    cfg = tiny_cfg(tiny_cfg_options, str(tmp_path), epochs=2)
-    ranks = run_distributed(_train_on_ranks, 2, cfg, timeout=180)
-    for result in ranks:
-        check_one_update(result['messages'], 2)  # 32 // (8 x 2 ranks)
-    # DDP keeps the parameters equal and here, as on a CPU it must, each
-    # rank's BN buffers its own (broadcast_buffers=False): the update,
-    # averaged over the ranks, makes the buffers agree too.
-    assert_same_state(ranks[1]['state'], ranks[0]['state'])
