@@ -73,10 +73,6 @@ class CheckLabelsHook(Hook):
     serves mmpretrain's own ``tools/train.py`` and ``tools/test.py`` too.
     """
 
-    # Last: a check that fails must not keep other hooks from their
-    # before_train (SafeCheckpointHook closes there what before_run opened).
-    priority = 'LOWEST'
-
     def __init__(self) -> None:
         self._checked = set()
 
